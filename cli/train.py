@@ -1,0 +1,1 @@
+"""`royalty train` (placeholder until the engine lands)."""

@@ -1,0 +1,35 @@
+"""Domain errors raised by the library.
+
+The library never chooses exit codes; `royalty.cli.errors` maps each class to the
+exit code of DESIGN.md §5 in one table.
+"""
+
+from __future__ import annotations
+
+
+class RoyaltyError(Exception):
+    """Base class of every error the tool reports to a user as a clear message."""
+
+
+class UsageError(RoyaltyError):
+    """The command line itself is wrong (an option value, a combination of options)."""
+
+
+class DataError(RoyaltyError):
+    """Input data exists but is invalid (bad metadata row, unreadable image, bad ledger)."""
+
+
+class InputMissingError(RoyaltyError):
+    """A required input file or folder does not exist."""
+
+
+class OutputError(RoyaltyError):
+    """An output cannot be created (exists and holds something else, not writable)."""
+
+
+class IOFailure(RoyaltyError):
+    """Reading or writing failed part-way (disk full, permission lost, ...)."""
+
+
+class UnsupportedModelError(UsageError):
+    """The model holds trainable parameters no attribution rule covers."""
