@@ -1,0 +1,93 @@
+"""Record what each covered module saw during one forward and one backward.
+
+While the context is open, every call of a covered module stores its input and its
+output tensor; after the backward, `collect` pairs each input with ∂loss/∂output and
+asks the module's rule for per-sample gradients. Everything lives in the `Capture`
+object, never on the modules, and all hooks are removed when the context closes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from royalty.attribution.rules import PerSample, rule_for
+
+
+@dataclass(frozen=True)
+class Covered:
+    """One module whose trainable parameters a rule covers."""
+
+    name: str  # module path inside the model
+    module: nn.Module
+    params: tuple[str, ...]  # trainable direct parameters, by local name
+
+
+@dataclass
+class _Call:
+    covered: Covered
+    x: torch.Tensor
+    out: torch.Tensor
+    grad_out: torch.Tensor | None = None
+
+
+@dataclass
+class Capture:
+    calls: list[_Call] = field(default_factory=list)
+    grab_grads: bool = True  # False when the caller asks autograd.grad for the outputs itself
+
+    def outputs(self) -> list[torch.Tensor]:
+        return [c.out for c in self.calls]
+
+    def set_output_grads(self, grads: Sequence[torch.Tensor | None]) -> None:
+        for call, g in zip(self.calls, grads, strict=True):
+            call.grad_out = g
+
+    def collect(self) -> dict[str, PerSample]:
+        """Per-sample gradients for every covered parameter, keyed by full parameter name."""
+        result: dict[str, PerSample] = {}
+        for call in self.calls:
+            if call.grad_out is None:
+                raise RuntimeError(f"no gradient reached the output of {call.covered.name}")
+            rule = rule_for(call.covered.module)
+            assert rule is not None
+            per_param = rule(call.covered.module, call.x, call.grad_out.detach(), call.covered.params)
+            for local, rep in per_param.items():
+                key = f"{call.covered.name}.{local}" if call.covered.name else local
+                result[key] = result[key].merge(rep) if key in result else rep
+        return result
+
+
+@contextlib.contextmanager
+def capturing(covered: Sequence[Covered], grab_grads: bool = True) -> Iterator[Capture]:
+    """Hook every covered module for the duration of the block."""
+    cap = Capture(grab_grads=grab_grads)
+    handles = []
+
+    def make_hook(cov: Covered):
+        def hook(module: nn.Module, args: tuple, kwargs: dict, output: torch.Tensor) -> None:
+            x = args[0] if args else next(iter(kwargs.values()))
+            if not isinstance(output, torch.Tensor) or not output.requires_grad:
+                return  # nothing flows back here (e.g. under no_grad): nothing to attribute
+            call = _Call(cov, x.detach(), output)
+            cap.calls.append(call)
+            if cap.grab_grads:
+
+                def store(g: torch.Tensor, call: _Call = call) -> None:
+                    call.grad_out = g
+
+                output.register_hook(store)
+
+        return hook
+
+    try:
+        for cov in covered:
+            handles.append(cov.module.register_forward_hook(make_hook(cov), with_kwargs=True))
+        yield cap
+    finally:
+        for h in handles:
+            h.remove()

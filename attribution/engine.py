@@ -1,0 +1,264 @@
+"""In-Run Data Shapley for one optimizer step (DESIGN.md §1–2).
+
+Per step, one forward+backward over the training batch (the exact backward plain
+training does, so the optimizer sees bit-identical gradients) and one forward+backward
+over the target rows. Hooks record each covered layer's inputs and output gradients;
+the per-layer rules and paths turn them into the B×K matrix
+
+    φ(z, k) = (η / B) · ⟨P ∇ℓ_T(x_k), ∇ℓ(z)⟩        (P = I for SGD)
+
+and, for order 2, the curvature term −½ (η/B)² ∇ℓ(z)ᵀ P H_k P Σ_j ∇ℓ(z_j).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+from torch.nn.attention import SDPBackend, sdpa_kernel
+
+from royalty.attribution.capture import Covered, capturing
+from royalty.attribution.paths import (
+    DEFAULT_MATERIALIZE_LIMIT,
+    PathName,
+    choose_path,
+    dots_dense,
+    dots_ghost,
+    shapes_of,
+    target_sums,
+)
+from royalty.attribution.rules import RULES, Dense, Factored, PerSample, rule_for
+from royalty.errors import UnsupportedModelError, UsageError
+
+LossFn = Callable[[], torch.Tensor]  # runs the model, returns one unreduced loss per row
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    order: int = 1
+    # Pin the path of parameters: key = full parameter name, or a module type name
+    # ("Linear", "Conv2d"), or "*"; value = "ghost" | "materialize" | "forward".
+    paths: Mapping[str, PathName] = field(default_factory=dict)
+    materialize_limit: int = DEFAULT_MATERIALIZE_LIMIT
+    # On the first step, check Σ of the per-sample gradients equals the gradient autograd
+    # computed: catches a parameter used outside its module's forward.
+    self_check: bool = True
+
+    def __post_init__(self) -> None:
+        if self.order not in (1, 2):
+            raise UsageError(f"order must be 1 or 2, got {self.order}")
+        for key, path in self.paths.items():
+            if path not in ("ghost", "materialize", "forward"):
+                raise UsageError(f"unknown path {path!r} for {key!r}")
+
+
+@dataclass(frozen=True)
+class StepValues:
+    first: torch.Tensor  # [B, K] float64: first-order values
+    second: torch.Tensor  # [B, K] float64: the second-order term alone (0 for order 1)
+    train_loss: float  # mean training loss at w_t
+    target_losses: torch.Tensor  # [K] float64: ℓ_T(w_t, x_k)
+    paths: dict[str, PathName]  # the path each parameter took
+
+    @property
+    def total(self) -> torch.Tensor:
+        return self.first + self.second
+
+
+def plan_model(model: nn.Module) -> tuple[Covered, ...]:
+    """Every module with trainable direct parameters, each covered by a rule — or refuse."""
+    covered: list[Covered] = []
+    uncovered: list[str] = []
+    for name, module in model.named_modules():
+        trainable = tuple(n for n, p in module.named_parameters(recurse=False) if p.requires_grad)
+        if not trainable:
+            continue
+        rule = rule_for(module)
+        missing = trainable if rule is None else tuple(n for n in trainable if n not in rule.param_names)
+        for n in missing:
+            uncovered.append(f"{name}.{n} ({type(module).__name__})" if name else f"{n} ({type(module).__name__})")
+        if rule is not None:
+            covered.append(Covered(name, module, tuple(n for n in trainable if n in rule.param_names)))
+    if uncovered:
+        supported = ", ".join(sorted(t.__name__ for t in RULES))
+        raise UnsupportedModelError(
+            "no attribution rule covers these trainable parameters: "
+            + ", ".join(uncovered)
+            + f". Supported layers: {supported}. Freeze them (requires_grad=False) to train without them."
+        )
+    if not covered:
+        raise UnsupportedModelError("the model has no trainable parameters")
+    return tuple(covered)
+
+
+class ValueEngine:
+    """Computes a step's values; holds only the model's plan, never per-step state."""
+
+    def __init__(self, model: nn.Module, config: EngineConfig = EngineConfig()) -> None:
+        self.config = config
+        self.covered = plan_model(model)
+        self._type_of = {
+            f"{c.name}.{p}" if c.name else p: type(c.module).__name__ for c in self.covered for p in c.params
+        }
+        self.params: dict[str, nn.Parameter] = {n: p for n, p in model.named_parameters() if p.requires_grad}
+        self._checked = not config.self_check
+
+    def step(
+        self,
+        train_losses: LossFn,
+        target_losses: LossFn,
+        target_index: torch.Tensor,
+        n_targets: int,
+        lr: float,
+        preconditioner: Callable[[Mapping[str, torch.Tensor]], Mapping[str, torch.Tensor]] | None = None,
+    ) -> StepValues:
+        """Backward the mean training loss into `.grad` (as plain training does) and value it.
+
+        `target_losses()` returns one loss per target row; row r belongs to target
+        `target_index[r]`, and a target's loss is the mean of its rows.
+        `preconditioner(grads)` returns P (same shapes) from this step's gradients.
+        """
+        # 1. the training batch: exactly the backward plain training runs
+        with capturing(self.covered) as cap:
+            losses = train_losses()
+            loss = losses.mean()
+            loss.backward()
+        train = cap.collect()
+        n_train = losses.shape[0]
+        grads = {n: p.grad for n, p in self.params.items()}
+        if not self._checked:
+            self._self_check(train, grads)
+            self._checked = True
+
+        # 2. the targets at the same weights: output gradients only, no weight gradients
+        counts = torch.bincount(target_index, minlength=n_targets)
+        if bool((counts == 0).any()):
+            raise ValueError("every target needs at least one row")
+        weights = 1.0 / counts.to(losses.dtype)
+        # Double backward needs attention in plain differentiable ops (the fused CPU
+        # kernel has no second derivative); first order keeps the fused kernel.
+        kernel = sdpa_kernel([SDPBackend.MATH]) if self.config.order == 2 else contextlib.nullcontext()
+        with capturing(self.covered, grab_grads=False) as tcap, kernel:
+            rows = target_losses()
+            per_target = torch.zeros(n_targets, dtype=rows.dtype, device=rows.device).index_add(0, target_index, rows * weights[target_index].to(rows.dtype))
+            outs = tcap.outputs()
+            out_grads = torch.autograd.grad(per_target.sum(), outs, retain_graph=self.config.order == 2, allow_unused=True)
+            tcap.set_output_grads([g if g is not None else torch.zeros_like(o) for g, o in zip(out_grads, outs)])
+        target = tcap.collect()
+        n_target_rows = rows.shape[0]
+
+        precond = dict(preconditioner(grads)) if preconditioner is not None else None
+        first = torch.zeros(n_train, n_targets, dtype=torch.float64, device=losses.device)
+        chosen: dict[str, PathName] = {}
+        target_grads: dict[str, torch.Tensor] = {}
+        for name in self.params:
+            tr, tg = train[name], target[name]
+            path = self._path(name, tr, tg, n_target_rows, n_targets, dense_target=precond is not None)
+            chosen[name] = path
+            if path == "ghost":
+                assert isinstance(tr, Factored) and isinstance(tg, Factored)
+                d = dots_ghost(tr, tg, target_index, n_targets)
+            else:
+                u = target_sums(tg, target_index, n_targets)
+                if precond is not None:
+                    u = u * _as_rows(precond[name], tr).unsqueeze(0)
+                d = dots_dense(tr, u, path)
+            first += d.to(torch.float64)
+        # captured train gradients are of the *mean* loss, i.e. ∇ℓ(z)/B already
+        first *= lr
+
+        second = torch.zeros_like(first)
+        if self.config.order == 2:
+            second = self._second_order(per_target, train, grads, precond, chosen, n_train, lr)
+
+        return StepValues(
+            first=first,
+            second=second,
+            train_loss=float(loss.detach()),
+            target_losses=per_target.detach().to(torch.float64),
+            paths=chosen,
+        )
+
+    # -- helpers -----------------------------------------------------------------
+
+    def _path(self, name: str, tr: PerSample, tg: PerSample, rows: int, k: int, dense_target: bool) -> PathName:
+        pinned = self.config.paths.get(name) or self.config.paths.get(self._type_of[name]) or self.config.paths.get("*")
+        if isinstance(tr, Dense):
+            return "materialize"  # already per-sample gradients: nothing else to choose
+        if pinned is not None:
+            if pinned == "ghost" and dense_target:
+                raise UsageError(f"path 'ghost' cannot be used for {name}: the target side is preconditioned (Adam) or second order")
+            return pinned
+        assert isinstance(tg, Factored)
+        return choose_path(shapes_of(tr, rows, tg.a.shape[2], k), dense_target, self.config.materialize_limit)
+
+    def _self_check(self, train: Mapping[str, PerSample], grads: Mapping[str, torch.Tensor]) -> None:
+        bad = []
+        for name, g in grads.items():
+            rep = train[name]
+            summed = rep.materialize().sum(0) if isinstance(rep, Factored) else rep.g.sum(0)
+            summed = summed.reshape(g.shape)
+            scale = g.abs().max().clamp_min(torch.finfo(g.dtype).tiny)
+            tol = 1e-3 if g.dtype in (torch.float32, torch.float16, torch.bfloat16) else 1e-8
+            if float((summed - g).abs().max() / scale) > tol:
+                bad.append(name)
+        if bad:
+            raise UnsupportedModelError(
+                "per-sample gradients do not add up to the training gradient for: "
+                + ", ".join(bad)
+                + " (a parameter used outside its module's forward, or a layer mixing samples such as BatchNorm)"
+            )
+
+    def _second_order(
+        self,
+        per_target: torch.Tensor,
+        train: Mapping[str, PerSample],
+        grads: Mapping[str, torch.Tensor],
+        precond: Mapping[str, torch.Tensor] | None,
+        chosen: dict[str, PathName],
+        n_train: int,
+        lr: float,
+    ) -> torch.Tensor:
+        names = list(self.params)
+        params = [self.params[n] for n in names]
+        # v = P Σ_j ∇ℓ(z_j); `.grad` holds the mean, so Σ = B · grad
+        v = [grads[n] * n_train * (precond[n] if precond is not None else 1.0) for n in names]
+        hv = hessian_vector_products(per_target, params, v)
+        out = torch.zeros(n_train, per_target.shape[0], dtype=torch.float64, device=per_target.device)
+        for name, h in zip(names, hv):
+            tr = train[name]
+            u = h if precond is None else h * precond[name].unsqueeze(0)
+            path = chosen[name] if chosen[name] != "ghost" else "materialize"
+            out += dots_dense(tr, _as_rows_batched(u, tr), path).to(torch.float64)
+        # train reps are ∇ℓ(z)/B, so out = (1/B) ∇ℓ(z)ᵀ P H P Σ∇ℓ; the term is −½ η² / B · out
+        return out * (-0.5 * lr * lr / n_train)
+
+
+def hessian_vector_products(per_target: torch.Tensor, params: list[nn.Parameter], v: list[torch.Tensor]) -> list[torch.Tensor]:
+    """[K, *shape] per parameter: H_k v for each target's loss, by double backward."""
+    k = per_target.shape[0]
+    out = [torch.empty((k, *p.shape), dtype=p.dtype, device=p.device) for p in params]
+    for i in range(k):
+        g = torch.autograd.grad(per_target[i], params, create_graph=True, retain_graph=True, allow_unused=True)
+        dot = sum((gi * vi).sum() for gi, vi in zip(g, v) if gi is not None)
+        h = torch.autograd.grad(dot, params, retain_graph=True, allow_unused=True)
+        for j, hj in enumerate(h):
+            out[j][i] = hj if hj is not None else 0
+    return out
+
+
+def _as_rows(t: torch.Tensor, rep: PerSample) -> torch.Tensor:
+    """A parameter-shaped tensor in the layout the rep's target sums use."""
+    if isinstance(rep, Factored):
+        g = rep.a.shape[1]
+        return t.reshape(g, rep.b.shape[-1], rep.a.shape[-1])
+    return t
+
+
+def _as_rows_batched(t: torch.Tensor, rep: PerSample) -> torch.Tensor:
+    if isinstance(rep, Factored):
+        return t.reshape(t.shape[0], rep.a.shape[1], rep.b.shape[-1], rep.a.shape[-1])
+    return t

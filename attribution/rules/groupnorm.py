@@ -1,0 +1,21 @@
+"""nn.GroupNorm: per-sample affine gradients Σ_positions b ⊙ x̂ (weight) and Σ b (bias)."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from royalty.attribution.rules.base import Dense, PerSample, register
+
+
+@register(nn.GroupNorm, ("weight", "bias"))
+def groupnorm(module: nn.GroupNorm, x: torch.Tensor, grad_out: torch.Tensor, names: tuple[str, ...]) -> dict[str, PerSample]:
+    spatial = tuple(range(2, grad_out.dim()))
+    out: dict[str, PerSample] = {}
+    if "weight" in names:
+        x_hat = F.group_norm(x, module.num_groups, eps=module.eps)
+        out["weight"] = Dense((grad_out * x_hat).sum(dim=spatial))
+    if "bias" in names:
+        out["bias"] = Dense(grad_out.sum(dim=spatial))
+    return out

@@ -1,0 +1,23 @@
+"""nn.LayerNorm: per-sample affine gradients summed over every non-normalised position."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from royalty.attribution.rules.base import Dense, PerSample, register
+
+
+@register(nn.LayerNorm, ("weight", "bias"))
+def layernorm(module: nn.LayerNorm, x: torch.Tensor, grad_out: torch.Tensor, names: tuple[str, ...]) -> dict[str, PerSample]:
+    shape = tuple(module.normalized_shape)
+    # positions: every axis between the batch axis and the normalised trailing axes
+    positions = tuple(range(1, grad_out.dim() - len(shape)))
+    out: dict[str, PerSample] = {}
+    if "weight" in names:
+        x_hat = F.layer_norm(x, shape, eps=module.eps)
+        out["weight"] = Dense((grad_out * x_hat).sum(dim=positions) if positions else grad_out * x_hat)
+    if "bias" in names:
+        out["bias"] = Dense(grad_out.sum(dim=positions) if positions else grad_out)
+    return out
