@@ -103,7 +103,7 @@ def load_training_data(folder: Path, resolution: int) -> ImageTable:
             f"data folder {root} has no metadata.csv or metadata.jsonl; "
             "it must list each image's file_name and owner"
         )
-    if meta.frame.empty:
+    if len(meta.frame) == 0:
         raise DataError(f"{meta.path} has no rows: the data folder {root} is empty")
     _require_columns(meta, ("file_name", "owner"))
     items = [_training_item(root, meta, i) for i in range(len(meta.frame))]
@@ -123,7 +123,7 @@ def load_targets(folder: Path, resolution: int, *, what: str = "targets") -> Ima
     if meta is None:
         items, extra = _unlisted_target_items(root, what)
     else:
-        if meta.frame.empty:
+        if len(meta.frame) == 0:
             raise DataError(f"no {_plural(what)}: {meta.path} has no rows")
         _require_columns(meta, ("file_name",))
         items = [_target_item(root, meta, i) for i in range(len(meta.frame))]
@@ -255,7 +255,7 @@ def _json_kind(value: object) -> str:
 
 def _drop_blank_records(path: Path, frame: pd.DataFrame, numbers: Sequence[int]) -> _Metadata:
     # A trailing empty line or a spreadsheet's empty row is not a data row.
-    if frame.empty:
+    if len(frame.columns) == 0 or len(frame) == 0:
         return _Metadata(path, frame.reset_index(drop=True), tuple(numbers))
     keep = ~frame.apply(lambda row: all(not str(cell).strip() for cell in row), axis=1)
     kept_numbers = tuple(n for n, k in zip(numbers, keep) if k)
