@@ -5,3 +5,13 @@ from __future__ import annotations
 import typer
 
 QuietOption = typer.Option(False, "--quiet", "-q", help="Silence progress, tables and warnings on stderr.")
+
+OutputOption = typer.Option(
+    None,
+    "--output",
+    "-o",
+    help="Write the document to FILE (atomically: complete or not at all) instead of stdout; "
+    "stdout then stays empty.",
+    dir_okay=False,
+    writable=False,
+)
