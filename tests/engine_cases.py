@@ -1,0 +1,120 @@
+"""Small models and batches for the engine tests: one per layer rule and configuration."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from royalty.attribution.diffusion import TinyUNetConfig, build_default_unet, default_scheduler, noise_prediction_losses
+
+
+@dataclass
+class Case:
+    """A model with a training batch and target rows; losses are one per row."""
+
+    model: nn.Module
+    train: tuple[torch.Tensor, ...]
+    targets: tuple[torch.Tensor, ...]
+    target_index: torch.Tensor
+    n_targets: int
+    loss: Callable[[nn.Module, tuple[torch.Tensor, ...]], torch.Tensor]
+
+    def rows(self, batch: tuple[torch.Tensor, ...], sel) -> tuple[torch.Tensor, ...]:
+        return tuple(t[sel] for t in batch)
+
+    def train_losses(self) -> torch.Tensor:
+        return self.loss(self.model, self.train)
+
+    def target_losses(self) -> torch.Tensor:
+        return self.loss(self.model, self.targets)
+
+    def ref_train_loss(self, model: nn.Module, i: int) -> torch.Tensor:
+        return self.loss(model, self.rows(self.train, slice(i, i + 1))).sum()
+
+    def ref_target_loss(self, model: nn.Module, k: int) -> torch.Tensor:
+        return self.loss(model, self.rows(self.targets, self.target_index == k)).mean()
+
+    @property
+    def n_train(self) -> int:
+        return self.train[0].shape[0]
+
+
+def _mse(model: nn.Module, batch: tuple[torch.Tensor, ...]) -> torch.Tensor:
+    x, y = batch
+    out = model(x)
+    return ((out - y) ** 2).reshape(out.shape[0], -1).mean(dim=1)
+
+
+class Head(nn.Module):
+    """Wraps one layer under test with a nonlinearity so curvature is non-trivial."""
+
+    def __init__(self, layer: nn.Module, pre: nn.Module | None = None) -> None:
+        super().__init__()
+        self.pre = pre if pre is not None else nn.Identity()
+        self.layer = layer
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.is_floating_point():  # integer inputs are embedding indices: feed them as they are
+            x = torch.tanh(self.pre(x))
+        return torch.tanh(self.layer(x))
+
+
+def _index(n_targets: int, draws: int) -> torch.Tensor:
+    return torch.arange(n_targets).repeat_interleave(draws)
+
+
+def layer_case(
+    layer: nn.Module,
+    in_shape: tuple[int, ...],
+    n_train: int = 3,
+    n_targets: int = 2,
+    draws: int = 2,
+    dtype: torch.dtype = torch.float64,
+    seed: int = 0,
+    pre: nn.Module | None = None,
+    integer_input: int | None = None,
+) -> Case:
+    """`layer` fed with random inputs of `in_shape` (per row); loss = MSE to random outputs."""
+    g = torch.Generator().manual_seed(seed)
+    model = Head(layer, pre).to(dtype)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_(torch.randn(p.shape, generator=g, dtype=dtype) * 0.5)
+    rows = n_train + n_targets * draws
+    if integer_input is not None:
+        x = torch.randint(0, integer_input, (rows, *in_shape), generator=g)
+    else:
+        x = torch.randn((rows, *in_shape), generator=g, dtype=dtype)
+    with torch.no_grad():
+        y = torch.randn(model(x).shape, generator=g, dtype=dtype)
+    tr = (x[:n_train], y[:n_train])
+    tg = (x[n_train:], y[n_train:])
+    return Case(model, tr, tg, _index(n_targets, draws), n_targets, _mse)
+
+
+def unet_case(
+    config: TinyUNetConfig = TinyUNetConfig(),
+    resolution: int = 8,
+    n_train: int = 3,
+    n_targets: int = 2,
+    draws: int = 2,
+    dtype: torch.dtype = torch.float64,
+    seed: int = 0,
+) -> Case:
+    model = build_default_unet(resolution, config, seed=seed).to(dtype)
+    sched = default_scheduler()
+    g = torch.Generator().manual_seed(seed)
+    rows = n_train + n_targets * draws
+    x0 = torch.randn((rows, 3, resolution, resolution), generator=g, dtype=dtype).clamp(-1, 1)
+    noise = torch.randn(x0.shape, generator=g, dtype=dtype)
+    t = torch.randint(0, 1000, (rows,), generator=g)
+
+    def loss(m: nn.Module, batch: tuple[torch.Tensor, ...]) -> torch.Tensor:
+        return noise_prediction_losses(m, sched, *batch)
+
+    tr = (x0[:n_train], t[:n_train], noise[:n_train])
+    tg = (x0[n_train:], t[n_train:], noise[n_train:])
+    return Case(model, tr, tg, _index(n_targets, draws), n_targets, loss)
