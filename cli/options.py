@@ -12,6 +12,4 @@ OutputOption = typer.Option(
     "-o",
     help="Write the document to FILE (atomically: complete or not at all) instead of stdout; "
     "stdout then stays empty.",
-    dir_okay=False,
-    writable=False,
 )

@@ -46,7 +46,7 @@ NO_MINOR_UNIT: frozenset[str] = frozenset(
 # Plain decimal notation only: no exponent, no grouping separators, no sign other than
 # a leading minus. "1,000" or "1.000" can mean a thousand in some locales; refusing
 # anything but one decimal point keeps an amount from being misread.
-_DECIMAL = re.compile(r"(-?)(\d+)(?:\.(\d+))?")
+_DECIMAL = re.compile(r"(-?)([0-9]+)(?:\.([0-9]+))?")  # [0-9], not \d: that would accept Arabic-Indic digits
 
 
 class AmountError(ValueError):
@@ -83,7 +83,8 @@ def parse_minor(text: str, cur: Currency, *, allow_negative: bool = False) -> in
         # Even trailing zeros are refused: "10.000" USD is more likely ten thousand
         # written with a grouping dot than ten dollars.
         allowed = f"{cur.exponent} decimal{'s' if cur.exponent != 1 else ''}" if cur.exponent else "no decimals"
-        raise AmountError(f"{text.strip()!r} has {len(frac)} decimals; {cur.code} allows {allowed}")
+        given = f"{len(frac)} decimal{'s' if len(frac) != 1 else ''}"
+        raise AmountError(f"{text.strip()!r} has {given}; {cur.code} allows {allowed}")
     minor = int(whole) * cur.scale + (int(frac.ljust(cur.exponent, "0")) if cur.exponent else 0)
     if sign:
         minor = -minor

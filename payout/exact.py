@@ -55,6 +55,8 @@ def exact_group_sums(groups: np.ndarray, values: np.ndarray, n_groups: int) -> E
     if not nonzero.any():
         return ExactSums(tuple([0] * n_groups), 0)
     scale = int(exps[nonzero].min())
+    # Zeros add nothing, but frexp gives them exponent 0, which may lie below the scale.
+    exps = np.where(nonzero, exps, scale)
 
     totals = [0] * n_groups
     for start in range(0, len(values), _CHUNK):

@@ -81,9 +81,8 @@ def read_ledger(path: Path, targets: frozenset[str], currency_option: str | None
     seen: dict[str, int] = {}
     excluded: dict[str, list[int]] = {}
     for row in rows:
-        where = f"{path} line {row.line}"
-        sale_id = _text(row, "sale_id", where)
-        where = f"{where} (sale_id {sale_id!r})"
+        sale_id = _text(row, "sale_id", f"{path} line {row.line}")
+        where = _where(path, row)
         if sale_id in seen:
             raise DataError(f"{where}: duplicate sale_id, first used on line {seen[sale_id]}")
         seen[sale_id] = row.line
@@ -134,15 +133,15 @@ def _csv_rows(path: Path, text: str) -> Iterator[_RawRow]:
         missing = [c for c in REQUIRED if c not in header]
         if missing:
             raise DataError(f"{path} line 1: header lacks column(s) {', '.join(missing)} (has {', '.join(header)})")
-        line = reader.line_num + 1
         for record in reader:
+            # line_num is where the record ends (DictReader skips blank lines itself);
+            # for the usual one-line record that is its line.
+            line = reader.line_num
             if None in record:
                 raise DataError(f"{path} line {line}: more fields than the header has")
             if all((v or "").strip() == "" for v in record.values()):
-                line = reader.line_num + 1
                 continue
             yield _RawRow(line, {k: v for k, v in record.items() if v is not None})
-            line = reader.line_num + 1
     except csv.Error as exc:
         raise DataError(f"{path} line {reader.line_num}: not valid CSV: {exc}") from exc
 
@@ -162,6 +161,13 @@ def _json_lines(path: Path, text: str) -> Iterator[_RawRow]:
         if missing:
             raise DataError(f"{path} line {number}: lacks field(s) {', '.join(missing)}")
         yield _RawRow(number, record)
+
+
+def _where(path: Path, row: _RawRow) -> str:
+    sale_id = row.fields.get("sale_id")
+    if isinstance(sale_id, str) and sale_id.strip():
+        return f"{path} line {row.line} (sale_id {sale_id.strip()!r})"
+    return f"{path} line {row.line}"
 
 
 class _Literal(str):
@@ -220,7 +226,7 @@ def _choose_currency(path: Path, rows: list[_RawRow], option: str | None) -> Cur
             raise UsageError(f"--currency: {exc}") from exc
     first: tuple[Currency, int] | None = None
     for row in rows:
-        found = _row_currency(row, f"{path} line {row.line}")
+        found = _row_currency(row, _where(path, row))
         if found is None:
             continue
         if first is None:

@@ -129,7 +129,7 @@ def _finite_values(table: pa.Table, column: str, path: Path | str) -> np.ndarray
     bad = ~np.isfinite(values)
     if bad.any():
         i = int(np.flatnonzero(bad)[0])
-        raise DataError(f"{path} {_row(table, i)}: {column} is {values[i]!r}, not a finite number")
+        raise DataError(f"{path} {_row(table, i)}: {column} is {float(values[i])!r}, not a finite number")
     return values
 
 

@@ -70,11 +70,14 @@ def simple_rows() -> list[tuple[str, str, str, float]]:
     ]
 
 
-def royalty(*args: str | os.PathLike[str], env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    """Run the real CLI in a subprocess, as a user would."""
+def royalty(
+    *args: str | os.PathLike[str], env: dict[str, str] | None = None, script: Path | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run the real CLI in a subprocess, as a user would (`python -m royalty.cli`, or `script`)."""
     full_env = {**os.environ, "NO_COLOR": "1", "SOURCE_DATE_EPOCH": "1700000000", **(env or {})}
+    command = [str(script)] if script else [sys.executable, "-m", "royalty.cli"]
     return subprocess.run(
-        [sys.executable, "-m", "royalty.cli", *map(str, args)],
+        [*command, *map(str, args)],
         capture_output=True,
         text=True,
         env=full_env,
@@ -84,3 +87,19 @@ def royalty(*args: str | os.PathLike[str], env: dict[str, str] | None = None) ->
 
 def load_json(text: str) -> Any:
     return json.loads(text)
+
+
+def royalty_batch(
+    cases: Sequence[tuple[Sequence[str | os.PathLike[str]], dict[str, str] | None]],
+) -> list[subprocess.CompletedProcess[str]]:
+    """Run many command lines, one child process each, paying the CLI import once."""
+    payload = [{"args": [str(a) for a in args], "env": env or {}} for args, env in cases]
+    runner = Path(__file__).with_name("payout_cli_batch.py")
+    full_env = {**os.environ, "NO_COLOR": "1", "SOURCE_DATE_EPOCH": "1700000000"}
+    done = subprocess.run(
+        [sys.executable, str(runner)], input=json.dumps(payload), capture_output=True, text=True, env=full_env, check=True
+    )
+    return [
+        subprocess.CompletedProcess([*map(str, args)], r["returncode"], r["stdout"], r["stderr"])
+        for (args, _), r in zip(cases, json.loads(done.stdout))
+    ]

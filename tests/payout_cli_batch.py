@@ -1,0 +1,83 @@
+"""Run many `royalty` command lines, each in its own child process, importing once.
+
+Importing the CLI loads every command module (torch and diffusers for `train`), which
+costs seconds; paying that for each of dozens of error cases would make the suite slow.
+This runner imports `royalty.cli.app` once, then forks one child per command line. Each
+child is a separate process running the real entry point `main()` with its own argv,
+environment, stdout and stderr file descriptors and exit status — what a user's shell
+would see — so the tests observe exactly what a subprocess per case would.
+
+Protocol: a JSON list of {"args": [...], "env": {...}} on stdin; a JSON list of
+{"returncode", "stdout", "stderr"} on stdout.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import tempfile
+from typing import IO
+
+
+def _run_child(args: list[str], env: dict[str, str], out_fd: int, err_fd: int) -> None:
+    os.dup2(out_fd, 1)
+    os.dup2(err_fd, 2)
+    os.environ.update(env)
+    sys.argv = ["royalty", *args]
+    from royalty.cli.app import main
+
+    code = 0
+    try:
+        main()
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    except BaseException:  # noqa: BLE001 - report like an interpreter would, then exit 1
+        import traceback
+
+        traceback.print_exc()
+        code = 1
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    os._exit(code)
+
+
+def run_batch(cases: list[dict], parallel: int | None = None) -> list[dict]:
+    from royalty.cli import app
+
+    app._register_commands()  # the expensive imports, done once before forking
+    parallel = parallel or os.cpu_count() or 1
+    results: list[dict] = [{} for _ in cases]
+    running: dict[int, tuple[int, IO[bytes], IO[bytes]]] = {}
+
+    def reap() -> None:
+        pid, status = os.wait()
+        index, out, err = running.pop(pid)
+        out.seek(0)
+        err.seek(0)
+        results[index] = {
+            "returncode": os.waitstatus_to_exitcode(status),
+            "stdout": out.read().decode("utf-8", "replace"),
+            "stderr": err.read().decode("utf-8", "replace"),
+        }
+        out.close()
+        err.close()
+
+    for index, case in enumerate(cases):
+        while len(running) >= parallel:
+            reap()
+        out, err = tempfile.TemporaryFile(), tempfile.TemporaryFile()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        pid = os.fork()
+        if pid == 0:
+            _run_child(case["args"], case.get("env", {}), out.fileno(), err.fileno())
+        running[pid] = (index, out, err)
+    while running:
+        reap()
+    return results
+
+
+if __name__ == "__main__":
+    json.dump(run_batch(json.load(sys.stdin)), sys.stdout)
