@@ -13,7 +13,7 @@ from fractions import Fraction
 import numpy as np
 
 from royalty.errors import DataError
-from royalty.payout.allocate import largest_remainder
+from royalty.payout.allocate import largest_remainder, largest_remainder_many
 from royalty.payout.exact import exact_group_sums, fraction_of
 from royalty.payout.ledger import Ledger, Sale
 from royalty.payout.policy import OnNoPositive, PayoutPolicy
@@ -121,35 +121,43 @@ def split_sales(values: RunValues, ledger: Ledger, policy: PayoutPolicy, detail:
 
     allocated = [0] * n_owners
     weighted = [False] * n_owners
-    cache: dict[tuple[int, int], list[int]] = {}
-    details: list[SaleSplit] = []
-    for sale in ledger.sales:
-        t = target_index[sale.target_id]
-        idx, weights, rule = per_target[t]
-        key = (t, sale.amount)
-        if key not in cache:
-            cache[key] = largest_remainder(sale.amount, [values.owners[i] for i in idx], weights)
-        amounts = cache[key]
-        for i, a in zip(idx, amounts):
-            allocated[i] += a
+    # All sales of one target share its weights: allocate them together, one row each.
+    by_target: dict[int, list[int]] = {}
+    for k, sale in enumerate(ledger.sales):
+        by_target.setdefault(target_index[sale.target_id], []).append(k)
+    rows_of: dict[int, tuple[int, np.ndarray]] = {}  # sale index → (target, amounts row)
+    for t, sale_indices in by_target.items():
+        idx, weights, _ = per_target[t]
+        table = largest_remainder_many(
+            [ledger.sales[k].amount for k in sale_indices], [values.owners[i] for i in idx], weights
+        )
+        for i, total in zip(idx, table.sum(axis=0, dtype=object).tolist()):
+            allocated[i] += int(total)
         if detail:
-            total = sum(weights)
-            details.append(
-                SaleSplit(
-                    sale,
-                    rule,
-                    tuple(
-                        SaleLine(
-                            values.owners[i],
-                            fraction_of(sums.numerators[t * n_owners + i], sums.scale),
-                            Fraction(w, total),
-                            a,
-                        )
-                        for i, w, a in zip(idx, weights, amounts)
-                        if w > 0
-                    ),
-                )
+            for k, row in zip(sale_indices, table):
+                rows_of[k] = (t, row)
+
+    details: list[SaleSplit] = []
+    for k, sale in enumerate(ledger.sales if detail else ()):
+        t, row = rows_of[k]
+        idx, weights, rule = per_target[t]
+        total = sum(weights)
+        details.append(
+            SaleSplit(
+                sale,
+                rule,
+                tuple(
+                    SaleLine(
+                        values.owners[i],
+                        fraction_of(sums.numerators[t * n_owners + i], sums.scale),
+                        Fraction(w, total),
+                        int(a),
+                    )
+                    for i, w, a in zip(idx, weights, row.tolist())
+                    if w > 0
+                ),
             )
+        )
 
     revenue = sum(sold.values())
     share_num = [0] * n_owners

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from royalty.payout.allocate import largest_remainder
+from royalty.payout.allocate import largest_remainder, largest_remainder_many
 from royalty.payout.currency import MINOR_UNITS, NO_MINOR_UNIT, AmountError, currency, format_minor, parse_minor
 
 CODES = sorted(MINOR_UNITS)
@@ -117,3 +117,36 @@ def test_largest_remainder_rejects_bad_input() -> None:
         largest_remainder(10, ["a", "b"], [1, -1])
     with pytest.raises(ValueError):
         largest_remainder(-1, ["a"], [1])
+
+
+weight_lists = st.one_of(
+    st.lists(st.integers(0, 4), min_size=1, max_size=20),  # many exact ties
+    st.lists(st.integers(0, 2**100), min_size=1, max_size=20),
+    st.lists(st.sampled_from([0, 2**80, 2**80 + 1, 3 * 2**79, 10**24]), min_size=1, max_size=20),  # near-ties
+).filter(lambda w: any(w))
+
+
+@settings(max_examples=300)
+@given(
+    weight_lists,
+    st.lists(st.one_of(st.integers(0, 10**7), st.integers(2**31 - 3, 2**31 + 3), st.integers(0, 10**25)), max_size=30),
+    st.randoms(use_true_random=False),
+)
+def test_many_totals_agree_with_one_at_a_time(weights: list[int], totals: list[int], rnd) -> None:  # type: ignore[no-untyped-def]
+    """The vectorised per-sale path must give exactly the exact path's answer, row by row."""
+    keys = [f"o{i:02d}" for i in range(len(weights))]
+    rnd.shuffle(keys)  # keys in any order: ties still go to the smaller key
+    got = largest_remainder_many(totals, keys, weights)
+    assert [list(map(int, row)) for row in got] == [largest_remainder(t, keys, weights) for t in totals]
+
+
+def test_many_totals_fast_path_at_scale() -> None:
+    import random
+
+    rnd = random.Random(7)
+    keys = [f"owner{i:03d}" for i in range(300)]
+    weights = [rnd.getrandbits(90) if i % 7 else 0 for i in range(300)]
+    totals = [rnd.randint(0, 10**6) for _ in range(400)] + [100, 10**6, 0]
+    got = largest_remainder_many(totals, keys, weights)
+    assert got.dtype.kind == "i"
+    assert got.tolist() == [largest_remainder(t, keys, weights) for t in totals]
