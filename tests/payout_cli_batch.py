@@ -7,7 +7,7 @@ child is a separate process running the real entry point `main()` with its own a
 environment, stdout and stderr file descriptors and exit status — what a user's shell
 would see — so the tests observe exactly what a subprocess per case would.
 
-Protocol: a JSON list of {"args": [...], "env": {...}} on stdin; a JSON list of
+Protocol: a JSON list of {"args": [...], "env": {...}, "tty_stderr": bool} on stdin; a JSON list of
 {"returncode", "stdout", "stderr"} on stdout.
 """
 
@@ -20,9 +20,14 @@ import tempfile
 from typing import IO
 
 
-def _run_child(args: list[str], env: dict[str, str], out_fd: int, err_fd: int) -> None:
+def _run_child(args: list[str], env: dict[str, str], out_fd: int, err_fd: int, tty_stderr: bool = False) -> None:
     os.dup2(out_fd, 1)
-    os.dup2(err_fd, 2)
+    master = None
+    if tty_stderr:  # stderr is a terminal, as when a person runs the command
+        master, slave = os.openpty()
+        os.dup2(slave, 2)
+    else:
+        os.dup2(err_fd, 2)
     os.environ.update(env)
     sys.argv = ["royalty", *args]
     from royalty.cli.app import main
@@ -40,6 +45,16 @@ def _run_child(args: list[str], env: dict[str, str], out_fd: int, err_fd: int) -
     finally:
         sys.stdout.flush()
         sys.stderr.flush()
+    if master is not None:  # hand what the terminal showed back through the file
+        os.set_blocking(master, False)
+        while True:
+            try:
+                chunk = os.read(master, 65536)
+            except (BlockingIOError, OSError):
+                break
+            if not chunk:
+                break
+            os.write(err_fd, chunk)
     os._exit(code)
 
 
@@ -72,7 +87,7 @@ def run_batch(cases: list[dict], parallel: int | None = None) -> list[dict]:
         sys.stderr.flush()
         pid = os.fork()
         if pid == 0:
-            _run_child(case["args"], case.get("env", {}), out.fileno(), err.fileno())
+            _run_child(case["args"], case.get("env", {}), out.fileno(), err.fileno(), case.get("tty_stderr", False))
         running[pid] = (index, out, err)
     while running:
         reap()

@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-
 from royalty.attribution import run_folder
 
 ROWS = Sequence[tuple[str, str, str, float]]  # (sample_id, owner, target_id, value)
@@ -91,9 +90,16 @@ def load_json(text: str) -> Any:
 
 def royalty_batch(
     cases: Sequence[tuple[Sequence[str | os.PathLike[str]], dict[str, str] | None]],
+    tty_stderr: Sequence[int] = (),
 ) -> list[subprocess.CompletedProcess[str]]:
-    """Run many command lines, one child process each, paying the CLI import once."""
-    payload = [{"args": [str(a) for a in args], "env": env or {}} for args, env in cases]
+    """Run many command lines, one child process each, paying the CLI import once.
+
+    Cases whose index is in `tty_stderr` run with stderr on a pseudo-terminal.
+    """
+    payload = [
+        {"args": [str(a) for a in args], "env": env or {}, "tty_stderr": i in tty_stderr}
+        for i, (args, env) in enumerate(cases)
+    ]
     runner = Path(__file__).with_name("payout_cli_batch.py")
     full_env = {**os.environ, "NO_COLOR": "1", "SOURCE_DATE_EPOCH": "1700000000"}
     done = subprocess.run(

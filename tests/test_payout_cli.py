@@ -22,7 +22,6 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 from payout_fixtures import make_run, royalty, royalty_batch, simple_rows  # noqa: E402
-
 from royalty.attribution import run_folder  # noqa: E402
 
 
@@ -127,7 +126,8 @@ def results(env: Env, console_script: Callable[[], CompletedProcess[str]]) -> di
         (fill(args, env), {"SOURCE_DATE_EPOCH": "1800000000"} if name == "revenue other time" else None)
         for name, args in GOOD.items()
     ]
-    done = royalty_batch(cases)
+    names = [c.name for c in ERROR_CASES] + list(GOOD)
+    done = royalty_batch(cases, tty_stderr=[names.index(n) for n in TTY])
     return dict(zip([c.name for c in ERROR_CASES] + list(GOOD), done))
 
 
@@ -171,7 +171,11 @@ GOOD = {
     "csv": ("payout", "{run}", "--revenue", "100", "--format", "csv"),
     "output": ("payout", "{run}", "--revenue", "100", "--output", "{tmp}/out/statement.json"),
     "quiet output": ("payout", "{run}", "--revenue", "1", "-q", "-o", "{tmp}/quiet.json"),
+    "mixed with currency": ("payout", "{run}", "--sales", "{tmp}/mixed.csv", "--currency", "EUR"),
+    "terminal": ("payout", "{run}", "--revenue", "100"),
+    "terminal quiet": ("payout", "{run}", "--revenue", "100", "--quiet"),
 }
+TTY = ("terminal", "terminal quiet")
 
 
 @pytest.fixture(scope="module")
@@ -245,9 +249,9 @@ def test_sales_with_detail(good: dict[str, CompletedProcess[str]], schema: dict[
     assert doc["provenance"]["ledger_sha256"] is not None
     details = {d["sale_id"]: d for d in doc["sale_details"]}
     # t1: alice 4, bob 1, carol -1 → 4/5 and 1/5; t2: alice 2, bob 2, carol -0.5 → halves.
-    assert {l["owner"]: l["amount"]["amount"] for l in details["s1"]["lines"]} == {"alice": "8.00", "bob": "2.00"}
-    assert {l["owner"]: l["amount"]["amount"] for l in details["s2"]["lines"]} == {"alice": "2.51", "bob": "2.50"}
-    assert {l["owner"]: l["amount"]["amount"] for l in details["s3"]["lines"]} == {"alice": "0.06", "bob": "0.01"}
+    assert {line["owner"]: line["amount"]["amount"] for line in details["s1"]["lines"]} == {"alice": "8.00", "bob": "2.00"}
+    assert {line["owner"]: line["amount"]["amount"] for line in details["s2"]["lines"]} == {"alice": "2.51", "bob": "2.50"}
+    assert {line["owner"]: line["amount"]["amount"] for line in details["s3"]["lines"]} == {"alice": "0.06", "bob": "0.01"}
     payees = {p["owner"]: p["amount"]["amount"] for p in doc["payees"]}
     assert payees == {"alice": "10.57", "bob": "4.51", "carol": "0.00"}
 
@@ -306,3 +310,19 @@ def test_console_script_end_to_end(
     assert result.returncode == 0, result.stderr
     assert result.stdout == good["revenue"].stdout and result.stderr == ""
     assert json.loads(result.stdout)["format_version"] == 1
+
+
+def test_mixed_ledger_pays_one_currency_and_reports_the_rest(
+    good: dict[str, CompletedProcess[str]], schema: dict[str, Any]
+) -> None:
+    doc = doc_of(good, "mixed with currency", schema)
+    assert doc["currency"]["code"] == "EUR" and doc["revenue"]["amount"] == "2.00"
+    assert doc["sales"]["excluded"] == [{"currency": "USD", "count": 1, "amount": "1.00"}]
+
+
+def test_summary_table_on_a_terminal_only(good: dict[str, CompletedProcess[str]]) -> None:
+    # stdout is the same document whether or not a person watches stderr.
+    assert good["terminal"].stdout == good["revenue"].stdout
+    table = good["terminal"].stderr
+    assert "Payout statement" in table and "66.67" in table and "carol" in table
+    assert good["terminal quiet"].stderr == ""
