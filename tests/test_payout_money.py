@@ -81,7 +81,7 @@ def reference_allocation(total: int, keys: list[str], weights: list[Fraction]) -
     return result
 
 
-@settings(max_examples=300)
+@settings(max_examples=200)
 @given(
     st.integers(min_value=0, max_value=10**15),
     st.dictionaries(
@@ -126,7 +126,7 @@ weight_lists = st.one_of(
 ).filter(lambda w: any(w))
 
 
-@settings(max_examples=300)
+@settings(max_examples=150)
 @given(
     weight_lists,
     st.lists(st.one_of(st.integers(0, 10**7), st.integers(2**31 - 3, 2**31 + 3), st.integers(0, 10**25)), max_size=30),

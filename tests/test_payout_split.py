@@ -102,7 +102,7 @@ def test_exact_sums_all_zero_and_large_counts() -> None:
 # --- revenue split ------------------------------------------------------------------------
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(value_rows(), st.integers(1, 10**12), st.sampled_from(sorted(MINOR_UNITS)), st.randoms(use_true_random=False))
 def test_revenue_split_properties(rows: list[Row], revenue: int, code: str, rnd) -> None:  # type: ignore[no-untyped-def]
     reference_values = reference_owner_sums(rows)
