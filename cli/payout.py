@@ -5,8 +5,10 @@ from __future__ import annotations
 import sys
 from enum import Enum
 from pathlib import Path
+from typing import Any
 
 import typer
+from rich.console import Console
 from rich.table import Table
 
 from royalty.atomic import write_text
@@ -17,6 +19,9 @@ from royalty.errors import OutputError, UsageError
 from royalty.payout.formats import DETAIL_FORMATS, render, statement_title, summary_rows
 from royalty.payout.policy import Basis, OnNoPositive
 from royalty.payout.service import PayoutRequest, check_request, compute_payout
+
+
+SUMMARY_ROWS = 20
 
 
 class PayoutFormat(str, Enum):
@@ -105,13 +110,17 @@ def payout(
         _summary(console, doc)
 
 
-def _summary(console, doc) -> None:  # type: ignore[no-untyped-def]
+def _summary(console: Console, doc: dict[str, Any]) -> None:
     header, rows, total = summary_rows(doc)
     table = Table(title=statement_title(doc), show_footer=False)
     for i, name in enumerate(header):
         table.add_column(name, justify="right" if 0 < i < 6 else "left")
-    for row in rows:
-        table.add_row(*row, style="dim" if row[6] != "paid" else None)
+    # A person glancing at a terminal wants the largest payees; the document has them all.
+    shown = sorted(range(len(rows)), key=lambda i: -doc["payees"][i]["amount"]["minor"])[:SUMMARY_ROWS]
+    for i in sorted(shown):
+        table.add_row(*rows[i], style="dim" if rows[i][6] != "paid" else None)
+    if len(rows) > len(shown):
+        table.add_row(f"… {len(rows) - len(shown)} more", *[""] * (len(header) - 1), style="dim")
     table.add_section()
     table.add_row(*total, style="bold")
     console.print(table)
