@@ -193,7 +193,8 @@ class ValueEngine:
                 raise UsageError(f"path 'ghost' cannot be used for {name}: the target side is preconditioned (Adam) or second order")
             return pinned
         assert isinstance(tg, Factored)
-        return choose_path(shapes_of(tr, rows, tg.a.shape[2], k), dense_target, self.config.materialize_limit)
+        itemsize = self.params[name].element_size()
+        return choose_path(shapes_of(tr, tg, rows, k, itemsize), dense_target, self.config.materialize_limit)
 
     def _self_check(self, train: Mapping[str, PerSample], grads: Mapping[str, torch.Tensor]) -> None:
         # Some gradients are zero by symmetry (an attention key's bias): judge each error
@@ -252,14 +253,15 @@ def hessian_vector_products(per_target: torch.Tensor, params: list[nn.Parameter]
 
 
 def _as_rows(t: torch.Tensor, rep: PerSample) -> torch.Tensor:
-    """A parameter-shaped tensor in the layout the rep's target sums use."""
+    """A parameter-shaped tensor in the [G, d, p] layout of the rep's per-sample gradients."""
     if isinstance(rep, Factored):
-        g = rep.a.shape[1]
-        return t.reshape(g, rep.b.shape[-1], rep.a.shape[-1])
+        g, _, d, p = rep.dims
+        return t.reshape(g, d, p)
     return t
 
 
 def _as_rows_batched(t: torch.Tensor, rep: PerSample) -> torch.Tensor:
     if isinstance(rep, Factored):
-        return t.reshape(t.shape[0], rep.a.shape[1], rep.b.shape[-1], rep.a.shape[-1])
+        g, _, d, p = rep.dims
+        return t.reshape(t.shape[0], g, d, p)
     return t

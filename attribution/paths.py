@@ -39,9 +39,9 @@ class Shapes:
     itemsize: int
 
 
-def shapes_of(train: Factored, target_rows: int, target_positions: int, n_targets: int) -> Shapes:
-    n, g, p_pos, p = train.a.shape
-    return Shapes(n, p_pos, target_rows, target_positions, n_targets, g, train.b.shape[-1], p, train.a.element_size())
+def shapes_of(train: Factored, target: Factored, target_rows: int, n_targets: int, itemsize: int) -> Shapes:
+    g, p_pos, d, p = train.dims
+    return Shapes(train.n, p_pos, target_rows, target.dims[1], n_targets, g, d, p, itemsize)
 
 
 def choose_path(s: Shapes, needs_dense_target: bool, materialize_limit: int = DEFAULT_MATERIALIZE_LIMIT) -> PathName:
@@ -62,19 +62,21 @@ def choose_path(s: Shapes, needs_dense_target: bool, materialize_limit: int = DE
 
 def target_sums(rep: PerSample, target_index: torch.Tensor, n_targets: int) -> torch.Tensor:
     """Each target's gradient: the sum of its rows' per-sample gradients, [K, *rows' shape]."""
-    onehot = _onehot(target_index, n_targets, rep.a.dtype if isinstance(rep, Factored) else rep.g.dtype)
     if isinstance(rep, Factored):
-        return torch.einsum("tk,tgpd,tgpi->kgdi", onehot, rep.b, rep.a)
-    return torch.einsum("tk,t...->k...", onehot, rep.g)
+        return rep.group_sums(target_index, n_targets)
+    out = torch.zeros((n_targets, *rep.g.shape[1:]), dtype=rep.g.dtype, device=rep.g.device)
+    return out.index_add_(0, target_index, rep.g)
 
 
 def dots_ghost(train: Factored, target: Factored, target_index: torch.Tensor, n_targets: int) -> torch.Tensor:
     """[B, K] without building any gradient: Σ_g Σ_{p,q} (a_zp·a_tq)(b_zp·b_tq), summed per target."""
-    n, g, p_pos, _ = train.a.shape
-    t, _, q_pos, _ = target.a.shape
+    ta, tb = train.factors()
+    ua, ub = target.factors()
+    n, g, p_pos, _ = ta.shape
+    t, _, q_pos, _ = ua.shape
     # [G, B·P, T·Q] Gram matrices of inputs and of output gradients, per group
-    aa = torch.bmm(train.a.transpose(0, 1).reshape(g, n * p_pos, -1), target.a.transpose(0, 1).reshape(g, t * q_pos, -1).transpose(1, 2))
-    bb = torch.bmm(train.b.transpose(0, 1).reshape(g, n * p_pos, -1), target.b.transpose(0, 1).reshape(g, t * q_pos, -1).transpose(1, 2))
+    aa = torch.bmm(ta.transpose(0, 1).reshape(g, n * p_pos, -1), ua.transpose(0, 1).reshape(g, t * q_pos, -1).transpose(1, 2))
+    bb = torch.bmm(tb.transpose(0, 1).reshape(g, n * p_pos, -1), ub.transpose(0, 1).reshape(g, t * q_pos, -1).transpose(1, 2))
     per_row = (aa * bb).reshape(g, n, p_pos, t, q_pos).sum(dim=(0, 2, 4))  # [B, T]
     return per_row @ _onehot(target_index, n_targets, per_row.dtype)
 
@@ -85,21 +87,12 @@ def dots_materialize(train: PerSample, targets: torch.Tensor) -> torch.Tensor:
     return g.reshape(g.shape[0], -1) @ targets.reshape(targets.shape[0], -1).T
 
 
-def dots_forward(train: Factored, targets: torch.Tensor) -> torch.Tensor:
-    """[B, K]: Σ_p b_zpᵀ (U_k a_zp) for each target matrix U_k = targets[k] ([K, G, d, p])."""
-    cols = []
-    for u in targets:  # one target at a time keeps memory at B·P·d
-        y = torch.einsum("ngpi,gdi->ngpd", train.a, u)
-        cols.append((y * train.b).sum(dim=(1, 2, 3)))
-    return torch.stack(cols, dim=1)
-
-
 def dots_dense(train: PerSample, targets: torch.Tensor, path: PathName) -> torch.Tensor:
     """Dot with per-target matrices by the given non-ghost path (Dense always materializes)."""
     if isinstance(train, Dense) or path == "materialize":
         return dots_materialize(train, targets)
     if path == "forward":
-        return dots_forward(train, targets)
+        return train.forward_dots(targets)
     raise ValueError(f"path {path!r} cannot take a dense target gradient")
 
 

@@ -1,1 +1,72 @@
-"""`royalty train` (placeholder until the engine lands)."""
+"""`royalty train`: parse options, call the trainer, print the summary JSON on stdout."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from royalty.attribution.config import REFERENCE_TARGETS_MEAN, TrainConfig
+from royalty.cli.app import app
+from royalty.cli.console import make_console, write_stdout
+from royalty.cli.options import QuietOption
+
+
+@app.command("train")
+def train_command(
+    data: Path = typer.Argument(..., help="Training folder: images + metadata.csv/jsonl with file_name and owner."),
+    targets: Path = typer.Option(..., "--targets", help="Target images whose revenue is split (metadata optional)."),
+    out: Path = typer.Option(..., "--out", help="Run folder to create (model/, values.parquet, steps.parquet, run.json)."),
+    model: Path = typer.Option(None, "--model", help="Local diffusers folder (UNet2DModel or DDPMPipeline) to fine-tune; default: a tiny UNet built from code."),
+    resolution: int = typer.Option(32, "--resolution", help="Image side in pixels."),
+    steps: int = typer.Option(None, "--steps", help="Optimizer steps (default: 1 epoch)."),
+    epochs: float = typer.Option(None, "--epochs", help="Passes over the training data (instead of --steps)."),
+    batch_size: int = typer.Option(16, "--batch-size", help="Training images per step."),
+    lr: float = typer.Option(0.01, "--lr", help="Learning rate."),
+    optimizer: str = typer.Option("sgd", "--optimizer", help="sgd (values exact) or adamw (preconditioned values)."),
+    weight_decay: float = typer.Option(0.0, "--weight-decay", help="Weight decay (not attributed to any image)."),
+    order: int = typer.Option(1, "--order", help="1: first-order values; 2: adds the curvature term."),
+    timestep_draws: int = typer.Option(4, "--timestep-draws", help="Fixed (timestep, noise) draws per target image (M)."),
+    target_max_timestep: int = typer.Option(250, "--target-max-timestep", help="Target draws use timesteps below this (low noise is more faithful)."),
+    estimator: str = typer.Option("exact", "--estimator", help="Target side: exact (fixed draws), fresh (one new draw per step) or subset."),
+    target_subset: int = typer.Option(0, "--target-subset", help="Targets evaluated per step with --estimator subset."),
+    reference: str = typer.Option(REFERENCE_TARGETS_MEAN, "--reference", help="Contrast set for value_specific: a folder of generic images, 'targets-mean' or 'none'."),
+    warmup_steps: int = typer.Option(0, "--warmup-steps", help="Plain (unattributed) steps on the pooled data before the valued phase."),
+    seed: int = typer.Option(0, "--seed", help="Seed of everything random in the run."),
+    no_values: bool = typer.Option(False, "--no-values", help="Plain training, no values (the overhead baseline)."),
+    checkpoint_every: int = typer.Option(0, "--checkpoint-every", help="Save a resumable checkpoint every N steps (0: never)."),
+    resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last checkpoint."),
+    force: bool = typer.Option(False, "--force", help="Replace the run in --out."),
+    quiet: bool = QuietOption,
+) -> None:
+    """Fine-tune a diffusion model on owner-tagged images and value every image for every target."""
+    config = TrainConfig(
+        data=data, targets=targets, out=out, model=model, resolution=resolution, steps=steps, epochs=epochs,
+        batch_size=batch_size, lr=lr, optimizer=optimizer, weight_decay=weight_decay, order=order,
+        timestep_draws=timestep_draws, target_max_timestep=target_max_timestep, estimator=estimator,
+        target_subset=target_subset, reference=reference, seed=seed, values=not no_values,
+        checkpoint_every=checkpoint_every, warmup_steps=warmup_steps,
+    )
+    # torch and diffusers load here, not at start-up: other commands stay fast
+    from royalty.attribution.trainer import prepare, train
+
+    console = make_console(quiet)
+    prep = prepare(config, resume=resume, force=force)
+    console.print(
+        f"training on {len(prep.train)} images from {len(set(prep.train.owners))} owners, "
+        f"{len(prep.targets)} targets, {prep.total_steps} steps", highlight=False
+    )
+    with Progress(
+        TextColumn("[progress.description]{task.description}"), BarColumn(), MofNCompleteColumn(),
+        TextColumn("loss {task.fields[loss]}"), TimeElapsedColumn(), TimeRemainingColumn(),
+        console=console, transient=False, disable=quiet,
+    ) as bar:
+        task = bar.add_task("train", total=prep.total_steps, loss="-")
+
+        def progress(done: int, total: int, loss: float) -> None:
+            bar.update(task, completed=done, loss=f"{loss:.4f}")
+
+        summary = train(prep, resume=resume, force=force, progress=progress)
+    write_stdout(json.dumps(summary, indent=2, sort_keys=True))

@@ -16,6 +16,7 @@ Rules never keep state: everything they need arrives as arguments.
 
 from __future__ import annotations
 
+import abc
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
@@ -24,26 +25,79 @@ import torch
 from torch import nn
 
 
-@dataclass(frozen=True)
-class Factored:
-    """Per-sample gradient Σ_p b[n,g,p] ⊗ a[n,g,p], reshaped to the parameter's shape."""
+class Factored(abc.ABC):
+    """Per-sample gradients of the form Σ_p b[n,g,p] ⊗ a[n,g,p] (per group g).
 
-    a: torch.Tensor  # [N, G, P, p]: layer inputs (patches) per position
-    b: torch.Tensor  # [N, G, P, d]: output gradients per position
-    shape: torch.Size  # the parameter's shape; [G*d, p] reshapes onto it
+    Subclasses keep whatever is cheapest to hold (token inputs, or a convolution's
+    input image) and compute the three paths' primitives from it.
+    """
+
+    shape: torch.Size  # the parameter's shape; [G, d, p] reshapes onto it
 
     @property
-    def n(self) -> int:
-        return self.a.shape[0]
+    @abc.abstractmethod
+    def n(self) -> int: ...
 
+    @property
+    @abc.abstractmethod
+    def dims(self) -> tuple[int, int, int, int]:
+        """(G, P, d, p): groups, positions, output and input width per group."""
+
+    @abc.abstractmethod
+    def factors(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(a [N, G, P, p], b [N, G, P, d]) for the ghost path."""
+
+    @abc.abstractmethod
     def materialize(self) -> torch.Tensor:
         """[N, G, d, p] per-sample gradients."""
-        return torch.einsum("ngpd,ngpi->ngdi", self.b, self.a)
+
+    @abc.abstractmethod
+    def forward_dots(self, targets: torch.Tensor) -> torch.Tensor:
+        """[N, K]: Σ_p b_npᵀ (U_k a_np) for U = targets [K, G, d, p]."""
+
+    def group_sums(self, index: torch.Tensor, n_groups: int) -> torch.Tensor:
+        """[K, G, d, p]: Σ of the per-sample gradients of the rows with index == k."""
+        rows = self.materialize()
+        out = torch.zeros((n_groups, *rows.shape[1:]), dtype=rows.dtype, device=rows.device)
+        return out.index_add_(0, index, rows)
 
     def merge(self, other: Factored) -> Factored:
         # A module called twice in one forward: its gradient sums over both calls'
         # positions, which is the same factored form over the concatenated positions.
-        return Factored(torch.cat([self.a, other.a], dim=2), torch.cat([self.b, other.b], dim=2), self.shape)
+        a1, b1 = self.factors()
+        a2, b2 = other.factors()
+        return Patches(torch.cat([a1, a2], dim=2), torch.cat([b1, b2], dim=2), self.shape)
+
+
+@dataclass(frozen=True)
+class Patches(Factored):
+    """The factors themselves: inputs a and output gradients b per position."""
+
+    a: torch.Tensor  # [N, G, P, p]
+    b: torch.Tensor  # [N, G, P, d]
+    shape: torch.Size
+
+    @property
+    def n(self) -> int:
+        return self.b.shape[0]
+
+    @property
+    def dims(self) -> tuple[int, int, int, int]:
+        _, g, pos, d = self.b.shape
+        return g, pos, d, self.a.shape[-1]
+
+    def factors(self) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.a, self.b
+
+    def materialize(self) -> torch.Tensor:
+        return torch.einsum("ngpd,ngpi->ngdi", self.b, self.a)
+
+    def forward_dots(self, targets: torch.Tensor) -> torch.Tensor:
+        cols = []
+        for u in targets:  # one target at a time keeps memory at N·P·d
+            y = torch.einsum("ngpi,gdi->ngpd", self.a, u)
+            cols.append((y * self.b).sum(dim=(1, 2, 3)))
+        return torch.stack(cols, dim=1)
 
 
 @dataclass(frozen=True)

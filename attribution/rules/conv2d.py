@@ -1,10 +1,18 @@
 """nn.Conv2d with any stride, padding (incl. 'same' and non-zero modes), dilation, groups.
 
 After `unfold`, a convolution is a linear map per output position: a_p is the
-C_in/groups·kh·kw patch feeding position p, b_p the output gradient there.
+C_in/groups·kh·kw patch feeding position p, b_p the output gradient there. Unfolding
+is slow and large on a CPU, so only the ghost path builds the patches; the other two
+paths use convolutions that compute the same sums:
+
+- per-sample (and per-target) weight gradients: torch's own weight-gradient
+  convolution, run on one sample's (one target's) rows at a time;
+- the forward trick: the layer's convolution run with each target gradient as weight.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -27,28 +35,87 @@ def _explicit_padding(module: nn.Conv2d) -> tuple[int, int, int, int]:
     return (pw, pw, ph, ph)
 
 
-def conv_patches(module: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
-    """[N, G, P, C_in/G·kh·kw] input patches, positions in output raster order."""
+@dataclass(frozen=True)
+class ConvFactored(Factored):
+    """A convolution call: its padded input and output gradient."""
+
+    x: torch.Tensor  # [N, C_in, Hp, Wp], padding already applied
+    gy: torch.Tensor  # [N, C_out, Ho, Wo]
+    kernel: tuple[int, int]
+    stride: tuple[int, int]
+    dilation: tuple[int, int]
+    groups: int
+    shape: torch.Size
+
+    @property
+    def n(self) -> int:
+        return self.gy.shape[0]
+
+    @property
+    def dims(self) -> tuple[int, int, int, int]:
+        g = self.groups
+        n, c_out, ho, wo = self.gy.shape
+        return g, ho * wo, c_out // g, self.x.shape[1] // g * self.kernel[0] * self.kernel[1]
+
+    def factors(self) -> tuple[torch.Tensor, torch.Tensor]:
+        n, c_out = self.gy.shape[:2]
+        g = self.groups
+        cols = F.unfold(self.x, self.kernel, dilation=self.dilation, stride=self.stride)  # [N, C_in·k·k, P]
+        a = cols.reshape(n, g, -1, cols.shape[-1]).transpose(2, 3)
+        b = self.gy.reshape(n, g, c_out // g, -1).transpose(2, 3)
+        return a, b
+
+    def materialize(self) -> torch.Tensor:
+        # One weight-gradient convolution per sample: on a CPU this beats both unfolding
+        # and a single convolution grouped over samples (benchmarks/engine.py).
+        return torch.stack([self._weight_grad(slice(i, i + 1)) for i in range(self.n)])
+
+    def group_sums(self, index: torch.Tensor, n_groups: int) -> torch.Tensor:
+        # A target's gradient is the ordinary (summed) weight gradient over its rows.
+        return torch.stack([self._weight_grad(index == k) for k in range(n_groups)])
+
+    def _weight_grad(self, rows) -> torch.Tensor:
+        """Σ over `rows` of the per-sample weight gradients, as [G, d, p]."""
+        x, gy = self.x[rows], self.gy[rows]
+        c_out, c_in = gy.shape[1], x.shape[1]
+        weight_shape = (c_out, c_in // self.groups, *self.kernel)
+        zeros = (0, 0)
+        _, dw, _ = torch.ops.aten.convolution_backward(
+            gy, x, torch.empty(weight_shape, dtype=x.dtype, device=x.device), None,
+            self.stride, zeros, self.dilation, False, zeros, self.groups, (False, True, False),
+        )
+        g = self.groups
+        return dw.reshape(g, c_out // g, -1)
+
+    def forward_dots(self, targets: torch.Tensor) -> torch.Tensor:
+        # Σ_p b_pᵀ U a_p is the layer's convolution with weight U, dotted with gy:
+        # all K targets in one grouped convolution, group g holding every target's part.
+        k = targets.shape[0]
+        g = self.groups
+        n, c_out, ho, wo = self.gy.shape
+        cg_out = c_out // g
+        kh, kw = self.kernel
+        weight = targets.reshape(k, g, cg_out, -1, kh, kw).transpose(0, 1).reshape(g * k * cg_out, -1, kh, kw)
+        y = F.conv2d(self.x, weight, stride=self.stride, dilation=self.dilation, groups=g)
+        y = y.reshape(n, g, k, cg_out, ho * wo)
+        return torch.einsum("ngkop,ngop->nk", y, self.gy.reshape(n, g, cg_out, ho * wo))
+
+
+def padded_input(module: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
     pad = _explicit_padding(module)
     mode = "constant" if module.padding_mode == "zeros" else module.padding_mode
-    if any(pad):
-        x = F.pad(x, pad, mode=mode)
-    cols = F.unfold(x, module.kernel_size, dilation=module.dilation, stride=module.stride)  # [N, C_in·k·k, P]
-    n, _, p = cols.shape
-    g = module.groups
-    return cols.reshape(n, g, -1, p).transpose(2, 3)
+    return F.pad(x, pad, mode=mode) if any(pad) else x
 
 
 @register(nn.Conv2d, ("weight", "bias"))
 def conv2d(module: nn.Conv2d, x: torch.Tensor, grad_out: torch.Tensor, names: tuple[str, ...]) -> dict[str, PerSample]:
     if x.dim() != 4:
         raise ValueError("nn.Conv2d called on an unbatched input")
-    n, c_out = grad_out.shape[:2]
-    g = module.groups
-    b = grad_out.reshape(n, g, c_out // g, -1).transpose(2, 3)  # [N, G, P, C_out/G]
     out: dict[str, PerSample] = {}
     if "weight" in names:
-        out["weight"] = Factored(conv_patches(module, x), b, module.weight.shape)
+        out["weight"] = ConvFactored(
+            padded_input(module, x), grad_out, module.kernel_size, module.stride, module.dilation, module.groups, module.weight.shape
+        )
     if "bias" in names:
         out["bias"] = Dense(grad_out.sum(dim=(2, 3)))
     return out

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from royalty.attribution.rules.base import Dense, Factored, PerSample, flatten_positions, register
+from royalty.attribution.rules.base import Dense, Patches, PerSample, flatten_positions, register
 
 
 @register(nn.Linear, ("weight", "bias"))
@@ -15,7 +15,7 @@ def linear(module: nn.Linear, x: torch.Tensor, grad_out: torch.Tensor, names: tu
     b = flatten_positions(grad_out)
     out: dict[str, PerSample] = {}
     if "weight" in names:
-        out["weight"] = Factored(flatten_positions(x).unsqueeze(1), b.unsqueeze(1), module.weight.shape)
+        out["weight"] = Patches(flatten_positions(x).unsqueeze(1), b.unsqueeze(1), module.weight.shape)
     if "bias" in names:
         out["bias"] = Dense(b.sum(dim=1))
     return out

@@ -1,0 +1,81 @@
+"""The training run's configuration: everything that decides its values."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from royalty.errors import UsageError
+
+ESTIMATORS = ("exact", "fresh", "subset")
+REFERENCE_TARGETS_MEAN = "targets-mean"
+REFERENCE_NONE = "none"
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    data: Path
+    targets: Path
+    out: Path
+    model: Path | None = None  # None: the default tiny UNet built from code
+    resolution: int = 32
+    steps: int | None = None
+    epochs: float | None = None
+    batch_size: int = 16
+    lr: float = 0.01
+    optimizer: str = "sgd"
+    weight_decay: float = 0.0
+    order: int = 1
+    timestep_draws: int = 4  # M: fixed (timestep, noise) draws per target image
+    target_max_timestep: int = 250  # target draws at low noise (DESIGN.md §1: more faithful)
+    estimator: str = "exact"  # exact | fresh (one fresh draw per target per step) | subset
+    target_subset: int = 0  # targets per step for estimator=subset
+    reference: str = REFERENCE_TARGETS_MEAN  # a folder, "targets-mean" or "none"
+    seed: int = 0
+    values: bool = True
+    checkpoint_every: int = 0
+    warmup_steps: int = 0  # plain steps on the pooled data before the attributed phase
+
+    def __post_init__(self) -> None:
+        if self.steps is not None and self.epochs is not None:
+            raise UsageError("give --steps or --epochs, not both")
+        if self.steps is not None and self.steps < 1:
+            raise UsageError(f"--steps must be at least 1, got {self.steps}")
+        if self.epochs is not None and self.epochs <= 0:
+            raise UsageError(f"--epochs must be positive, got {self.epochs}")
+        if self.batch_size < 1:
+            raise UsageError(f"--batch-size must be at least 1, got {self.batch_size}")
+        if not self.lr > 0:
+            raise UsageError(f"--lr must be positive, got {self.lr}")
+        if self.optimizer not in ("sgd", "adamw"):
+            raise UsageError(f"--optimizer must be sgd or adamw, got {self.optimizer!r}")
+        if self.order not in (1, 2):
+            raise UsageError(f"--order must be 1 or 2, got {self.order}")
+        if self.timestep_draws < 1:
+            raise UsageError(f"--timestep-draws must be at least 1, got {self.timestep_draws}")
+        if not 1 <= self.target_max_timestep <= 1000:
+            raise UsageError(f"--target-max-timestep must be in 1..1000, got {self.target_max_timestep}")
+        if self.estimator not in ESTIMATORS:
+            raise UsageError(f"--estimator must be one of {', '.join(ESTIMATORS)}, got {self.estimator!r}")
+        if self.estimator == "subset" and self.target_subset < 1:
+            raise UsageError("--estimator subset needs --target-subset N (targets per step)")
+        if self.checkpoint_every < 0 or self.warmup_steps < 0:
+            raise UsageError("--checkpoint-every and --warmup-steps cannot be negative")
+
+    def total_steps(self, n_train: int) -> int:
+        if self.steps is not None:
+            return self.steps
+        epochs = self.epochs if self.epochs is not None else 1.0
+        return max(1, -(-int(round(epochs * n_train)) // self.batch_size))
+
+    def to_json(self) -> dict[str, Any]:
+        return {k: (str(v) if isinstance(v, Path) else v) for k, v in dataclasses.asdict(self).items()}
+
+    def recipe_hash(self) -> str:
+        """What must match for --resume to continue a run: everything but paths of outputs."""
+        recipe = {k: v for k, v in self.to_json().items() if k not in ("out",)}
+        return hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()

@@ -1,0 +1,296 @@
+"""`royalty train` as a library: fine-tune, value every step, write the run folder.
+
+Reads top to bottom: prepare (validate every input, before any training), then the
+loop (one engine step per optimizer step), then the outputs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import platform
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import diffusers
+import numpy as np
+import pandas as pd
+import torch
+from diffusers import DDPMPipeline, DDPMScheduler, UNet2DModel
+
+from royalty import __version__
+from royalty.atomic import atomic_path, sha256_tree, write_text
+from royalty.attribution import checkpoint, run_folder
+from royalty.attribution.config import REFERENCE_NONE, REFERENCE_TARGETS_MEAN, TrainConfig
+from royalty.attribution.data import ImageTable, inputs_manifest, load_targets, load_training_data
+from royalty.attribution.diffusion import build_default_unet, check_resolution, default_scheduler, load_model, noise_prediction_losses
+from royalty.attribution.draws import batch_indices, noise_draws
+from royalty.attribution.engine import EngineConfig, ValueEngine, plan_model
+from royalty.attribution.optim import adamw_preconditioner, make_optimizer
+from royalty.attribution.targets import TargetPlan
+from royalty.errors import DataError, OutputError, UsageError
+
+MARKER = ".royalty-run"  # written first into a run folder: says whose it is
+ProgressFn = Callable[[int, int, float], None]  # (steps done, total, train loss)
+
+
+@dataclass(frozen=True)
+class Prepared:
+    config: TrainConfig
+    train: ImageTable
+    targets: ImageTable
+    reference: ImageTable | None
+    unet: UNet2DModel
+    scheduler: DDPMScheduler
+    model_source: dict[str, Any]
+    total_steps: int
+
+
+def prepare(config: TrainConfig, resume: bool = False, force: bool = False) -> Prepared:
+    """Every check that can fail, before anything is trained or written."""
+    if config.model is not None:
+        unet, scheduler = load_model(config.model)
+        check_resolution(unet, config.resolution)
+        if unet.config.in_channels != 3 or unet.config.out_channels != 3:
+            raise UsageError(f"{config.model}: royalty trains RGB models (3 input and output channels)")
+        source = {"kind": "folder", "path": str(config.model), "sha256": sha256_tree(config.model)}
+    else:
+        unet = build_default_unet(config.resolution, seed=config.seed)
+        scheduler = default_scheduler()
+        source = {"kind": "default-tiny-unet"}
+    train = load_training_data(config.data, config.resolution)
+    targets = load_targets(config.targets, config.resolution)
+    reference = None
+    if config.reference not in (REFERENCE_TARGETS_MEAN, REFERENCE_NONE):
+        reference = load_targets(Path(config.reference), config.resolution, what="reference")
+    if config.estimator == "subset" and config.target_subset > len(targets):
+        raise UsageError(f"--target-subset {config.target_subset} exceeds the {len(targets)} targets")
+    if config.values:
+        plan_model(unet)  # refuses a model with parameters no rule covers
+    _check_out(config, resume, force)
+    return Prepared(config, train, targets, reference, unet, scheduler, source, config.total_steps(len(train)))
+
+
+def _check_out(config: TrainConfig, resume: bool, force: bool) -> None:
+    out = config.out
+    if out.exists() and not out.is_dir():
+        raise OutputError(f"--out {out} exists and is not a folder")
+    if not out.exists() or not any(out.iterdir()):
+        if resume:
+            raise UsageError(f"--resume: {out} holds no run to resume")
+        return
+    marker = out / MARKER
+    if not marker.is_file():
+        raise OutputError(f"--out {out} is not empty and holds no royalty run; choose an empty or new folder")
+    if force:
+        return
+    if not resume:
+        raise OutputError(f"--out {out} holds another run; use --resume to continue it or --force to replace it")
+    if json.loads(marker.read_text()).get("recipe") != config.recipe_hash():
+        raise UsageError(f"--resume: the run in {out} was started with different inputs or options")
+
+
+def _clear_run(out: Path) -> None:
+    """--force: remove what a royalty run writes, nothing else."""
+    for name in (run_folder.MANIFEST, run_folder.VALUES, run_folder.STEPS, MARKER):
+        (out / name).unlink(missing_ok=True)
+    for name in (run_folder.MODEL_DIR, run_folder.CHECKPOINTS_DIR):
+        shutil.rmtree(out / name, ignore_errors=True)
+
+
+def train(
+    prep: Prepared, resume: bool = False, force: bool = False, progress: ProgressFn | None = None
+) -> dict[str, Any]:
+    """Run the whole job; returns the summary document."""
+    cfg, out = prep.config, prep.config.out
+    started = time.monotonic()
+    torch.manual_seed(cfg.seed)
+    out.mkdir(parents=True, exist_ok=True)
+    if force:
+        _clear_run(out)
+    if not (out / MARKER).exists():
+        write_text(out / MARKER, json.dumps({"recipe": cfg.recipe_hash(), "royalty": __version__}) + "\n")
+
+    unet, scheduler = prep.unet, prep.scheduler
+    unet.train()
+    params = {n: p for n, p in unet.named_parameters() if p.requires_grad}
+    optimizer = make_optimizer(cfg.optimizer, list(params.values()), cfg.lr, cfg.weight_decay)
+    groups = tuple(prep.targets.images[i : i + 1] for i in range(len(prep.targets)))
+    if prep.reference is not None:
+        groups += (prep.reference.images,)
+    plan = TargetPlan(groups, len(prep.targets), cfg.timestep_draws, cfg.target_max_timestep, cfg.estimator, cfg.target_subset, cfg.seed)
+    engine = ValueEngine(unet, EngineConfig(order=cfg.order)) if cfg.values else None
+    precondition = adamw_preconditioner(optimizer, params) if cfg.optimizer == "adamw" else None
+
+    n_train, n_cols = len(prep.train), plan.n_columns
+    first = torch.zeros(n_train, n_cols, dtype=torch.float64)
+    second = torch.zeros(n_train, n_cols, dtype=torch.float64)
+    log: list[dict[str, float]] = []
+    start_step = 0  # attributed steps already done
+    state = checkpoint.load_latest(out) if resume else None
+    if state is not None:
+        unet.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        first, second, log, start_step = state["first"], state["second"], state["log"], state["step"]
+    else:
+        # warm-up: plain steps on the pooled training data, before any value is taken
+        for w in range(cfg.warmup_steps):
+            _plain_step(unet, scheduler, optimizer, prep.train.images, cfg, w, "warmup")
+
+    shape = tuple(prep.train.images.shape[1:])
+    for step in range(start_step, prep.total_steps):
+        idx = batch_indices(cfg.seed, step, cfg.batch_size, n_train)
+        x0 = prep.train.images[idx]
+        t, noise = noise_draws(cfg.seed, "train", step, len(idx), shape, scheduler.config.num_train_timesteps)
+        optimizer.zero_grad(set_to_none=True)
+        if engine is None:
+            loss = noise_prediction_losses(unet, scheduler, x0, t, noise).mean()
+            loss.backward()
+            optimizer.step()
+            log.append(_log_row(step, cfg.lr, float(loss), float("nan"), float("nan"), float("nan")))
+        else:
+            rows = plan.rows(step)
+            sv = engine.step(
+                lambda: noise_prediction_losses(unet, scheduler, x0, t, noise),
+                lambda: noise_prediction_losses(unet, scheduler, rows.images, rows.timesteps, rows.noise),
+                rows.slot,
+                len(rows.columns),
+                cfg.lr,
+                precondition,
+            )
+            optimizer.step()
+            scale = rows.scale.unsqueeze(0)
+            first.index_add_(0, idx, torch.zeros(len(idx), n_cols, dtype=torch.float64).index_copy(1, rows.columns, sv.first * scale))
+            second.index_add_(0, idx, torch.zeros(len(idx), n_cols, dtype=torch.float64).index_copy(1, rows.columns, sv.second * scale))
+            real = rows.columns < plan.n_targets
+            before = float(sv.target_losses[real].mean())
+            after = _target_loss_after(unet, scheduler, rows, real)
+            value_sum = float(sv.total.sum(0)[real].mean())
+            log.append(_log_row(step, cfg.lr, sv.train_loss, before, after, value_sum))
+        if cfg.checkpoint_every and (step + 1) % cfg.checkpoint_every == 0 and step + 1 < prep.total_steps:
+            checkpoint.save(out, step + 1, {
+                "step": step + 1, "model": unet.state_dict(), "optimizer": optimizer.state_dict(),
+                "first": first, "second": second, "log": log,
+            })
+        if progress is not None:
+            progress(step + 1, prep.total_steps, log[-1]["train_loss"])
+
+    return _write_outputs(prep, unet, scheduler, first, second, log, time.monotonic() - started)
+
+
+def _plain_step(unet, scheduler, optimizer, images: torch.Tensor, cfg: TrainConfig, step: int, purpose: str) -> float:
+    idx = batch_indices(cfg.seed + 7919, step, cfg.batch_size, images.shape[0])
+    t, noise = noise_draws(cfg.seed, purpose, step, len(idx), tuple(images.shape[1:]), scheduler.config.num_train_timesteps)
+    optimizer.zero_grad(set_to_none=True)
+    loss = noise_prediction_losses(unet, scheduler, images[idx], t, noise).mean()
+    loss.backward()
+    optimizer.step()
+    return float(loss)
+
+
+@torch.no_grad()
+def _target_loss_after(unet, scheduler, rows, real: torch.Tensor) -> float:
+    """Mean loss of the step's real targets at w_{t+1}, on the same draws."""
+    losses = noise_prediction_losses(unet, scheduler, rows.images, rows.timesteps, rows.noise).to(torch.float64)
+    n = len(rows.columns)
+    per = torch.zeros(n, dtype=torch.float64).index_add(0, rows.slot, losses) / torch.bincount(rows.slot, minlength=n)
+    return float(per[real].mean())
+
+
+def _log_row(step: int, lr: float, train_loss: float, before: float, after: float, value_sum: float) -> dict[str, float]:
+    return {"step": step, "lr": lr, "train_loss": train_loss, "target_loss_before": before, "target_loss_after": after, "value_sum": value_sum}
+
+
+def _write_outputs(prep: Prepared, unet, scheduler, first, second, log, seconds: float) -> dict[str, Any]:
+    cfg, out = prep.config, prep.config.out
+    unet.eval()
+    # model/: written whole into a temporary folder, then renamed into place
+    tmp_model = out / f".{run_folder.MODEL_DIR}.tmp"
+    shutil.rmtree(tmp_model, ignore_errors=True)
+    DDPMPipeline(unet=unet, scheduler=scheduler).save_pretrained(tmp_model, safe_serialization=True)
+    shutil.rmtree(out / run_folder.MODEL_DIR, ignore_errors=True)
+    tmp_model.rename(out / run_folder.MODEL_DIR)
+
+    with atomic_path(out / run_folder.STEPS) as tmp:
+        pd.DataFrame(log, columns=list(run_folder.STEP_COLUMNS)).astype({"step": "int64"}).to_parquet(tmp, index=False)
+    if cfg.values:
+        with atomic_path(out / run_folder.VALUES) as tmp:
+            values_frame(prep, first, second).to_parquet(tmp, index=False)
+
+    outputs = run_folder.output_hashes(out)
+    manifest = {
+        "format_version": run_folder.FORMAT_VERSION,
+        "run_id": _run_id(prep),
+        "royalty_version": __version__,
+        "versions": {
+            "python": platform.python_version(),
+            "torch": torch.__version__,
+            "diffusers": diffusers.__version__,
+            "pandas": pd.__version__,
+            "numpy": np.__version__,
+        },
+        "config": cfg.to_json(),
+        "seed": cfg.seed,
+        "world_size": 1,
+        "total_steps": prep.total_steps,
+        "reference": _reference_kind(cfg),
+        "model_source": prep.model_source,
+        "frozen_parameters": sorted(n for n, p in unet.named_parameters() if not p.requires_grad),
+        "inputs": {
+            "train": inputs_manifest(prep.train),
+            "targets": inputs_manifest(prep.targets),
+            "reference": inputs_manifest(prep.reference) if prep.reference is not None else None,
+        },
+        "outputs": outputs,
+        "seconds": round(seconds, 3),
+    }
+    run_folder.write_manifest(out, manifest)
+    return {
+        "format_version": run_folder.FORMAT_VERSION,
+        "run_id": manifest["run_id"],
+        "out": str(out),
+        "steps": prep.total_steps,
+        "train_images": len(prep.train),
+        "owners": len(set(prep.train.owners)),
+        "targets": len(prep.targets),
+        "final_train_loss": log[-1]["train_loss"] if log else None,
+        "values": cfg.values,
+        "seconds": round(seconds, 3),
+        "outputs": outputs,
+    }
+
+
+def values_frame(prep: Prepared, first: torch.Tensor, second: torch.Tensor) -> pd.DataFrame:
+    """values.parquet: one row per training sample × target, sample-major."""
+    k = len(prep.targets)
+    n = len(prep.train)
+    total = first + second
+    frame = pd.DataFrame({
+        "sample_id": np.repeat(np.array(prep.train.ids, dtype=object), k),
+        "owner": np.repeat(np.array(prep.train.owners, dtype=object), k),
+        "target_id": np.tile(np.array(prep.targets.ids, dtype=object), n),
+        "value": total[:, :k].reshape(-1).numpy(),
+        "value_first_order": first[:, :k].reshape(-1).numpy(),
+        "value_second_order": second[:, :k].reshape(-1).numpy(),
+    })
+    kind = _reference_kind(prep.config)
+    if kind == "folder":
+        frame["value_specific"] = (total[:, :k] - total[:, k : k + 1]).reshape(-1).numpy()
+    elif kind == REFERENCE_TARGETS_MEAN:
+        frame["value_specific"] = (total[:, :k] - total[:, :k].mean(dim=1, keepdim=True)).reshape(-1).numpy()
+    return frame
+
+
+def _reference_kind(cfg: TrainConfig) -> str:
+    return cfg.reference if cfg.reference in (REFERENCE_TARGETS_MEAN, REFERENCE_NONE) else "folder"
+
+
+def _run_id(prep: Prepared) -> str:
+    h = hashlib.sha256(prep.config.recipe_hash().encode())
+    for table in (prep.train, prep.targets):
+        h.update("".join(table.sha256).encode())
+    return h.hexdigest()[:16]
