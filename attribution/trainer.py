@@ -94,6 +94,12 @@ def _check_out(config: TrainConfig, resume: bool, force: bool) -> None:
         raise UsageError(f"--resume: the run in {out} was started with different inputs or options")
 
 
+def _remove_stale_temporaries(out: Path) -> None:
+    """Temporary files a killed run left behind: never renamed into place, never valid."""
+    for tmp in list(out.rglob(".*.tmp")):
+        shutil.rmtree(tmp, ignore_errors=True) if tmp.is_dir() else tmp.unlink(missing_ok=True)
+
+
 def _clear_run(out: Path) -> None:
     """--force: remove what a royalty run writes, nothing else."""
     for name in (run_folder.MANIFEST, run_folder.VALUES, run_folder.STEPS, MARKER):
@@ -112,6 +118,7 @@ def train(
     out.mkdir(parents=True, exist_ok=True)
     if force:
         _clear_run(out)
+    _remove_stale_temporaries(out)
     if not (out / MARKER).exists():
         write_text(out / MARKER, json.dumps({"recipe": cfg.recipe_hash(), "royalty": __version__}) + "\n")
 

@@ -1,0 +1,162 @@
+"""`royalty train` as a user runs it: the real CLI in a subprocess on tiny real images."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+
+from royalty.atomic import sha256_file
+from royalty.attribution import run_folder
+from train_fixtures import TINY, make_data, make_targets, royalty
+
+
+@pytest.fixture(scope="module")
+def folders(tmp_path_factory) -> tuple[Path, Path]:
+    root = tmp_path_factory.mktemp("data")
+    return make_data(root / "train"), make_targets(root / "targets")
+
+
+@pytest.fixture(scope="module")
+def run(folders, tmp_path_factory) -> tuple[Path, dict]:
+    data, targets = folders
+    out = tmp_path_factory.mktemp("runs") / "run"
+    proc = royalty("train", data, "--targets", targets, "--out", out, "--steps", "4", *TINY, check=True)
+    return out, json.loads(proc.stdout)
+
+
+def test_run_folder_contract(run, folders) -> None:
+    out, summary = run
+    assert summary["steps"] == 4 and summary["train_images"] == 6 and summary["targets"] == 2
+    values = pd.read_parquet(out / run_folder.VALUES)
+    assert list(values.columns) == [*run_folder.VALUE_COLUMNS, run_folder.SPECIFIC_COLUMN]
+    assert len(values) == 6 * 2
+    assert values["value"].abs().sum() > 0
+    assert (values["value_second_order"] == 0).all()
+    torch.testing.assert_close(
+        torch.tensor(values["value"].to_numpy()), torch.tensor(values["value_first_order"].to_numpy()), rtol=0, atol=0
+    )
+    # targets-mean reference: value_specific sums to zero over targets, per sample
+    per_sample = values.groupby("sample_id")["value_specific"].sum()
+    assert per_sample.abs().max() < 1e-12
+    steps = pd.read_parquet(out / run_folder.STEPS)
+    assert list(steps.columns) == list(run_folder.STEP_COLUMNS)
+    assert steps["step"].tolist() == [0, 1, 2, 3]
+    assert steps[["target_loss_before", "target_loss_after", "value_sum"]].notna().all().all()
+
+    manifest = json.loads((out / run_folder.MANIFEST).read_text())
+    assert manifest["format_version"] == run_folder.FORMAT_VERSION
+    assert manifest["outputs"][run_folder.VALUES] == sha256_file(out / run_folder.VALUES)
+    assert manifest["outputs"] == run_folder.output_hashes(out)
+    data, _ = folders
+    hashes = {row["file_name"]: row["sha256"] for row in manifest["inputs"]["train"]}
+    assert hashes["ann_circle.png"] == sha256_file(data / "ann_circle.png")
+    assert manifest["config"]["seed"] == 0 and manifest["seed"] == 0
+
+    from diffusers import DDPMPipeline
+
+    pipe = DDPMPipeline.from_pretrained(out / run_folder.MODEL_DIR)
+    assert pipe.unet.config.sample_size == 16
+
+
+def test_value_sum_tracks_target_loss_change(run) -> None:
+    """value_sum is the first-order prediction of target_loss_before − target_loss_after."""
+    out, _ = run
+    steps = pd.read_parquet(out / run_folder.STEPS)
+    change = steps["target_loss_before"] - steps["target_loss_after"]
+    assert (change.abs() > 0).all()
+    # same sign at a small learning rate; the efficiency test measures this properly
+    assert ((steps["value_sum"] > 0) == (change > 0)).mean() >= 0.5
+
+
+def test_same_seed_gives_byte_identical_values(run, folders, tmp_path) -> None:
+    out, _ = run
+    data, targets = folders
+    royalty("train", data, "--targets", targets, "--out", tmp_path / "again", "--steps", "4", *TINY, check=True)
+    assert (tmp_path / "again" / run_folder.VALUES).read_bytes() == (out / run_folder.VALUES).read_bytes()
+    other = tmp_path / "seed1"
+    royalty("train", data, "--targets", targets, "--out", other, "--steps", "4", "--seed", "1", *TINY, check=True)
+    assert (other / run_folder.VALUES).read_bytes() != (out / run_folder.VALUES).read_bytes()
+
+
+def test_values_do_not_change_training(run, folders, tmp_path) -> None:
+    """The engine leaves the optimizer's gradients bit-identical to plain training."""
+    out, _ = run
+    data, targets = folders
+    plain = tmp_path / "plain"
+    royalty("train", data, "--targets", targets, "--out", plain, "--steps", "4", "--no-values", *TINY, check=True)
+    from diffusers import UNet2DModel
+
+    a = UNet2DModel.from_pretrained(out / "model" / "unet").state_dict()
+    b = UNet2DModel.from_pretrained(plain / "model" / "unet").state_dict()
+    assert a.keys() == b.keys()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert not (plain / run_folder.VALUES).exists()
+
+
+def test_resume_after_sigkill_matches_uninterrupted(folders, tmp_path) -> None:
+    data, targets = folders
+    args = ("--steps", "12", "--checkpoint-every", "2", *TINY)
+    whole = tmp_path / "whole"
+    royalty("train", data, "--targets", targets, "--out", whole, *args, check=True)
+
+    cut = tmp_path / "cut"
+    cmd = [sys.executable, "-m", "royalty.cli", "train", str(data), "--targets", str(targets), "--out", str(cut), *args]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and len(list((cut / "checkpoints").glob("step-*.pt"))) < 2:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (cut / run_folder.MANIFEST).exists(), "the run finished before it could be killed"
+    assert not (cut / run_folder.VALUES).exists()
+
+    again = royalty("train", data, "--targets", targets, "--out", cut, *args)
+    assert again.returncode == 73 and "--resume" in again.stderr  # refuses to clobber without --resume
+    royalty("train", data, "--targets", targets, "--out", cut, *args, "--resume", check=True)
+    assert (cut / run_folder.VALUES).read_bytes() == (whole / run_folder.VALUES).read_bytes()
+    assert pd.read_parquet(cut / run_folder.STEPS).equals(pd.read_parquet(whole / run_folder.STEPS))
+    assert not [p for p in cut.rglob("*.tmp")], "temporary files left behind"
+
+
+@pytest.mark.parametrize("extra", [("--optimizer", "adamw", "--lr", "0.001"), ("--order", "2"), ("--estimator", "fresh"), ("--estimator", "subset", "--target-subset", "1")])
+def test_other_modes_run(folders, tmp_path, extra) -> None:
+    data, targets = folders
+    out = tmp_path / "run"
+    royalty("train", data, "--targets", targets, "--out", out, "--steps", "2", *TINY, *extra, check=True)
+    values = pd.read_parquet(out / run_folder.VALUES)
+    assert values["value"].notna().all() and values["value"].abs().sum() > 0
+    if "--order" in extra:
+        assert values["value_second_order"].abs().sum() > 0
+        torch.testing.assert_close(
+            torch.tensor(values["value"].to_numpy()),
+            torch.tensor((values["value_first_order"] + values["value_second_order"]).to_numpy()),
+        )
+
+
+def test_reference_folder_gives_specific_values(folders, tmp_path) -> None:
+    data, targets = folders
+    ref = make_targets(tmp_path / "ref", concept="circle")
+    out = tmp_path / "run"
+    royalty("train", data, "--targets", targets, "--out", out, "--steps", "2", "--reference", ref, *TINY, check=True)
+    values = pd.read_parquet(out / run_folder.VALUES)
+    manifest = json.loads((out / run_folder.MANIFEST).read_text())
+    assert manifest["reference"] == "folder" and len(manifest["inputs"]["reference"]) == 2
+    assert (values["value"] - values["value_specific"]).abs().sum() > 0
+
+
+def test_fine_tunes_a_local_model_folder(run, folders, tmp_path) -> None:
+    """--model takes the run's own pipeline folder (or any local DDPMPipeline/UNet2DModel)."""
+    out, _ = run
+    data, targets = folders
+    again = tmp_path / "finetune"
+    royalty("train", data, "--targets", targets, "--out", again, "--steps", "1", "--model", out / "model", *TINY, check=True)
+    manifest = json.loads((again / run_folder.MANIFEST).read_text())
+    assert manifest["model_source"]["kind"] == "folder"

@@ -1,0 +1,109 @@
+"""Bad input to `royalty train`: one clear message and the documented exit code, before training."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from train_fixtures import TINY, make_data, make_targets, royalty
+
+
+@pytest.fixture
+def data(tmp_path) -> Path:
+    return make_data(tmp_path / "train")
+
+
+@pytest.fixture
+def targets(tmp_path) -> Path:
+    return make_targets(tmp_path / "targets")
+
+
+def train(data, targets, out, *extra):
+    return royalty("train", data, "--targets", targets, "--out", out, "--steps", "1", *TINY, *extra)
+
+
+def assert_fails(proc, code: int, *needles: str) -> None:
+    assert proc.returncode == code, proc.stderr
+    assert proc.stdout == ""
+    for needle in needles:
+        assert needle in proc.stderr, proc.stderr
+
+
+def test_missing_data_folder(tmp_path, targets) -> None:
+    assert_fails(train(tmp_path / "nope", targets, tmp_path / "out"), 66, "nope", "does not exist")
+
+
+def test_empty_data_folder(tmp_path, targets) -> None:
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert_fails(train(empty, targets, tmp_path / "out"), 65, "metadata")
+
+
+def test_empty_owner_names_the_row(tmp_path, data, targets) -> None:
+    meta = data / "metadata.csv"
+    lines = meta.read_text().splitlines()
+    lines[2] = lines[2].replace(",ann,", ",,")
+    meta.write_text("\n".join(lines) + "\n")
+    assert_fails(train(data, targets, tmp_path / "out"), 65, "row 2", "owner")
+
+
+def test_file_leaving_the_folder(tmp_path, data, targets) -> None:
+    meta = data / "metadata.csv"
+    meta.write_text(meta.read_text().replace("ann_circle.png", "../ann_circle.png", 1))
+    assert_fails(train(data, targets, tmp_path / "out"), 65, "row 1", "..")
+
+
+def test_missing_image(tmp_path, data, targets) -> None:
+    (data / "bob_square.png").unlink()
+    assert_fails(train(data, targets, tmp_path / "out"), 65, "bob_square.png")
+
+
+def test_unreadable_image(tmp_path, data, targets) -> None:
+    (data / "bob_square.png").write_bytes(b"not a png")
+    assert_fails(train(data, targets, tmp_path / "out"), 65, "bob_square.png", "image")
+
+
+def test_duplicate_sample_id(tmp_path, data, targets) -> None:
+    meta = data / "metadata.csv"
+    text = meta.read_text().replace("file_name,owner,", "file_name,owner,sample_id,", 1)
+    lines = text.splitlines()
+    lines[1:] = [line.replace(",ann,", ",ann,same,").replace(",bob,", ",bob,other,") for line in lines[1:]]
+    meta.write_text("\n".join(lines) + "\n")
+    assert_fails(train(data, targets, tmp_path / "out"), 65, "duplicate sample_id")
+
+
+def test_no_targets(tmp_path, data) -> None:
+    empty = tmp_path / "t"
+    empty.mkdir()
+    assert_fails(train(data, empty, tmp_path / "out"), 65, "no targets")
+
+
+def test_resolution_the_model_cannot_take(tmp_path, data, targets) -> None:
+    proc = royalty("train", data, "--targets", targets, "--out", tmp_path / "out", "--steps", "1", "--resolution", "15", "--quiet")
+    assert_fails(proc, 2, "resolution 15")
+
+
+def test_out_holding_another_run(tmp_path, data, targets) -> None:
+    out = tmp_path / "out"
+    assert train(data, targets, out).returncode == 0
+    assert_fails(train(data, targets, out), 73, "--resume", "--force")
+    assert train(data, targets, out, "--force").returncode == 0
+
+
+def test_out_holding_something_else(tmp_path, data, targets) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "precious.txt").write_text("keep me")
+    assert_fails(train(data, targets, out, "--force"), 73, "holds no royalty run")
+    assert (out / "precious.txt").read_text() == "keep me"
+
+
+def test_bad_option_value(tmp_path, data, targets) -> None:
+    assert_fails(train(data, targets, tmp_path / "out", "--optimizer", "lion"), 2, "--optimizer")
+
+
+def test_nothing_written_on_bad_input(tmp_path, targets) -> None:
+    out = tmp_path / "out"
+    train(tmp_path / "nope", targets, out)
+    assert not out.exists()
