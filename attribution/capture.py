@@ -31,31 +31,30 @@ class Covered:
 class _Call:
     covered: Covered
     x: torch.Tensor
-    out: torch.Tensor
-    grad_out: torch.Tensor | None = None
 
 
 @dataclass
 class Capture:
     calls: list[_Call] = field(default_factory=list)
+    outs: list[torch.Tensor] = field(default_factory=list)  # kept only when grab_grads is False
+    grads: list[torch.Tensor | None] = field(default_factory=list)
     grab_grads: bool = True  # False when the caller asks autograd.grad for the outputs itself
 
     def outputs(self) -> list[torch.Tensor]:
-        return [c.out for c in self.calls]
+        return self.outs
 
     def set_output_grads(self, grads: Sequence[torch.Tensor | None]) -> None:
-        for call, g in zip(self.calls, grads, strict=True):
-            call.grad_out = g
+        self.grads[:] = list(grads)
 
     def collect(self) -> dict[str, PerSample]:
         """Per-sample gradients for every covered parameter, keyed by full parameter name."""
         result: dict[str, PerSample] = {}
-        for call in self.calls:
-            if call.grad_out is None:
+        for call, grad_out in zip(self.calls, self.grads, strict=True):
+            if grad_out is None:
                 raise RuntimeError(f"no gradient reached the output of {call.covered.name}")
             rule = rule_for(call.covered.module)
             assert rule is not None
-            per_param = rule(call.covered.module, call.x, call.grad_out.detach(), call.covered.params)
+            per_param = rule(call.covered.module, call.x, grad_out.detach(), call.covered.params)
             for local, rep in per_param.items():
                 key = f"{call.covered.name}.{local}" if call.covered.name else local
                 result[key] = result[key].merge(rep) if key in result else rep
@@ -67,20 +66,25 @@ def capturing(covered: Sequence[Covered], grab_grads: bool = True) -> Iterator[C
     """Hook every covered module for the duration of the block."""
     cap = Capture(grab_grads=grab_grads)
     handles = []
+    grads = cap.grads  # hooks hold this list, never the output tensor: a tensor whose
+    # own hook refers back to it is a cycle through autograd that Python cannot collect
 
     def make_hook(cov: Covered):
         def hook(module: nn.Module, args: tuple, kwargs: dict, output: torch.Tensor) -> None:
             x = args[0] if args else next(iter(kwargs.values()))
             if not isinstance(output, torch.Tensor) or not output.requires_grad:
                 return  # nothing flows back here (e.g. under no_grad): nothing to attribute
-            call = _Call(cov, x.detach(), output)
-            cap.calls.append(call)
-            if cap.grab_grads:
+            cap.calls.append(_Call(cov, x.detach()))
+            grads.append(None)
+            if grab_grads:
+                slot = len(grads) - 1
 
-                def store(g: torch.Tensor, call: _Call = call) -> None:
-                    call.grad_out = g
+                def store(g: torch.Tensor) -> None:
+                    grads[slot] = g
 
                 output.register_hook(store)
+            else:
+                cap.outs.append(output)
 
         return hook
 

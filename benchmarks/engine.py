@@ -1,0 +1,148 @@
+"""Engine cost per optimizer step, every method measured side by side in one run.
+
+    python benchmarks/engine.py [--repeats 3] [--quick]
+
+For the default tiny UNet at 16 and 32 px, and B=16/K=4 and B=64/K=16 (one draw per
+target), prints milliseconds per step and the ratio to plain training on the B+K batch:
+
+- plain:       one forward+backward of the B+K rows, optimizer-ready gradients only;
+- first:       the engine, first order (B×K values + the exact training gradient);
+- second:      the engine, order 2 (adds one Hessian-vector product per target);
+- torch.func:  vmap(grad) per-sample gradients of all B+K rows, then the B×K dots;
+- loop:        one backward per row, then the dots.
+
+Peak memory is each method's peak resident memory above what the process held before
+it started (each method runs in its own forked child).
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing as mp
+import resource
+import time
+from collections.abc import Callable
+
+import torch
+
+from royalty.attribution.diffusion import build_default_unet, default_scheduler, noise_prediction_losses
+from royalty.attribution.engine import EngineConfig, ValueEngine
+
+LR = 0.01
+
+
+def _rss_mb() -> float:
+    with open("/proc/self/statm") as fh:
+        return int(fh.read().split()[1]) * resource.getpagesize() / 2**20
+
+
+def _setup(res: int, b: int, k: int):
+    torch.manual_seed(0)
+    unet = build_default_unet(res, seed=0)
+    sched = default_scheduler()
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand((b + k, 3, res, res), generator=g) * 2 - 1
+    noise = torch.randn(x.shape, generator=g)
+    t = torch.randint(0, 1000, (b + k,), generator=g)
+    return unet, sched, x, t, noise
+
+
+def _method(name: str, res: int, b: int, k: int) -> Callable[[], None]:
+    unet, sched, x, t, noise = _setup(res, b, k)
+    params = {n: p for n, p in unet.named_parameters()}
+    tr, tg = slice(0, b), slice(b, b + k)
+    index = torch.arange(k)
+
+    def losses(rows: slice) -> Callable[[], torch.Tensor]:
+        return lambda: noise_prediction_losses(unet, sched, x[rows], t[rows], noise[rows])
+
+    if name == "plain":
+        def run() -> None:
+            unet.zero_grad(set_to_none=True)
+            noise_prediction_losses(unet, sched, x, t, noise).mean().backward()
+        return run
+    if name in ("first", "second"):
+        engine = ValueEngine(unet, EngineConfig(order=1 if name == "first" else 2, self_check=False))
+
+        def run() -> None:
+            unet.zero_grad(set_to_none=True)
+            engine.step(losses(tr), losses(tg), index, k, LR)
+        return run
+    if name == "torch.func":
+        from torch.func import functional_call, grad, vmap
+
+        def single(p, xi, ti, ni):
+            out = functional_call(unet, p, (sched.add_noise(xi[None], ni[None], ti[None]), ti[None])).sample
+            return ((out - ni[None]) ** 2).mean()
+
+        per_sample = vmap(grad(single), in_dims=(None, 0, 0, 0))
+        detached = {n: p.detach() for n, p in params.items()}
+
+        def run() -> None:
+            g = per_sample(detached, x, t, noise)
+            flat = torch.cat([v.reshape(b + k, -1) for v in g.values()], dim=1)
+            (flat[:b] @ flat[b:].T) * (LR / b)
+        return run
+    if name == "loop":
+        plist = list(params.values())
+
+        def run() -> None:
+            rows = []
+            for i in range(b + k):
+                loss = noise_prediction_losses(unet, sched, x[i : i + 1], t[i : i + 1], noise[i : i + 1]).sum()
+                rows.append(torch.cat([g.reshape(-1) for g in torch.autograd.grad(loss, plist)]))
+            flat = torch.stack(rows)
+            (flat[:b] @ flat[b:].T) * (LR / b)
+        return run
+    raise ValueError(name)
+
+
+def _measure(name: str, res: int, b: int, k: int, repeats: int, out: mp.Queue) -> None:
+    base = _rss_mb()
+    try:
+        run = _method(name, res, b, k)
+        run()  # warm-up
+        start = time.perf_counter()
+        for _ in range(repeats):
+            run()
+        ms = (time.perf_counter() - start) / repeats * 1000
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 - base
+        out.put((ms, peak, None))
+    except Exception as exc:  # report, don't hide: the table says which method failed
+        out.put((float("nan"), float("nan"), f"{type(exc).__name__}: {str(exc)[:80]}"))
+
+
+METHODS = ("plain", "first", "second", "torch.func", "loop")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--quick", action="store_true", help="16 px, B=16/K=4 only")
+    args = ap.parse_args()
+    ctx = mp.get_context("fork")
+    cases = [(16, 16, 4)] if args.quick else [(16, 16, 4), (16, 64, 16), (32, 16, 4), (32, 64, 16)]
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {args.repeats} timed steps per cell")
+    print(f"| px | B | K | method | ms/step | × plain | peak MB | × plain MB |")
+    print("|---|---|---|---|---|---|---|---|")
+    for res, b, k in cases:
+        rows = {}
+        for name in METHODS:
+            q: mp.Queue = ctx.Queue()
+            p = ctx.Process(target=_measure, args=(name, res, b, k, args.repeats, q))
+            p.start()
+            rows[name] = q.get()
+            p.join()
+        base_ms, base_mb = rows["plain"][0], rows["plain"][1]
+        for name in METHODS:
+            ms, mb, err = rows[name]
+            if err:
+                print(f"| {res} | {b} | {k} | {name} | failed: {err} | | | |")
+                continue
+            print(f"| {res} | {b} | {k} | {name} | {ms:.0f} | {ms / base_ms:.2f} | {mb:.0f} | {mb / base_mb:.2f} |")
+        f = rows["first"][0]
+        print(f"| {res} | {b} | {k} | first vs torch.func / loop | | {rows['torch.func'][0] / f:.2f}× / {rows['loop'][0] / f:.2f}× faster | | |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
