@@ -39,6 +39,8 @@ class TrainConfig:
     values: bool = True
     checkpoint_every: int = 0
     warmup_steps: int = 0  # plain steps on the pooled data before the attributed phase
+    warmup_lr: float | None = None  # learning rate of the warm-up (default: lr)
+    freeze: tuple[str, ...] = ()  # fnmatch patterns of parameter names kept fixed
 
     def __post_init__(self) -> None:
         if self.steps is not None and self.epochs is not None:
@@ -63,6 +65,8 @@ class TrainConfig:
             raise UsageError(f"--estimator must be one of {', '.join(ESTIMATORS)}, got {self.estimator!r}")
         if self.estimator == "subset" and self.target_subset < 1:
             raise UsageError("--estimator subset needs --target-subset N (targets per step)")
+        if self.warmup_lr is not None and not self.warmup_lr > 0:
+            raise UsageError(f"--warmup-lr must be positive, got {self.warmup_lr}")
         if self.checkpoint_every < 0 or self.warmup_steps < 0:
             raise UsageError("--checkpoint-every and --warmup-steps cannot be negative")
 

@@ -6,6 +6,7 @@ loop (one engine step per optimizer step), then the outputs.
 
 from __future__ import annotations
 
+import fnmatch
 import hashlib
 import json
 import platform
@@ -62,6 +63,7 @@ def prepare(config: TrainConfig, resume: bool = False, force: bool = False) -> P
         unet = build_default_unet(config.resolution, seed=config.seed)
         scheduler = default_scheduler()
         source = {"kind": "default-tiny-unet"}
+    freeze(unet, config.freeze)
     train = load_training_data(config.data, config.resolution)
     targets = load_targets(config.targets, config.resolution)
     reference = None
@@ -73,6 +75,19 @@ def prepare(config: TrainConfig, resume: bool = False, force: bool = False) -> P
         plan_model(unet)  # refuses a model with parameters no rule covers
     _check_out(config, resume, force)
     return Prepared(config, train, targets, reference, unet, scheduler, source, config.total_steps(len(train)))
+
+
+def freeze(model: torch.nn.Module, patterns: tuple[str, ...]) -> list[str]:
+    """Fix the parameters whose names match any pattern; a pattern matching nothing is an error."""
+    names = [n for n, _ in model.named_parameters()]
+    for pattern in patterns:
+        if not fnmatch.filter(names, pattern):
+            raise UsageError(f"--freeze {pattern!r} matches no parameter of the model")
+    frozen = [n for n in names if any(fnmatch.fnmatchcase(n, p) for p in patterns)]
+    for name, p in model.named_parameters():
+        if name in frozen:
+            p.requires_grad_(False)
+    return frozen
 
 
 def _check_out(config: TrainConfig, resume: bool, force: bool) -> None:
@@ -145,8 +160,10 @@ def train(
         first, second, log, start_step = state["first"], state["second"], state["log"], state["step"]
     else:
         # warm-up: plain steps on the pooled training data, before any value is taken
+        _set_lr(optimizer, cfg.warmup_lr if cfg.warmup_lr is not None else cfg.lr)
         for w in range(cfg.warmup_steps):
             _plain_step(unet, scheduler, optimizer, prep.train.images, cfg, w, "warmup")
+        _set_lr(optimizer, cfg.lr)
 
     shape = tuple(prep.train.images.shape[1:])
     for step in range(start_step, prep.total_steps):
@@ -187,6 +204,11 @@ def train(
             progress(step + 1, prep.total_steps, log[-1]["train_loss"])
 
     return _write_outputs(prep, unet, scheduler, first, second, log, time.monotonic() - started)
+
+
+def _set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    for group in optimizer.param_groups:
+        group["lr"] = lr
 
 
 def _plain_step(unet, scheduler, optimizer, images: torch.Tensor, cfg: TrainConfig, step: int, purpose: str) -> float:

@@ -34,6 +34,8 @@ def train_command(
     target_subset: int = typer.Option(0, "--target-subset", help="Targets evaluated per step with --estimator subset."),
     reference: str = typer.Option(REFERENCE_TARGETS_MEAN, "--reference", help="Contrast set for value_specific: a folder of generic images, 'targets-mean' or 'none'."),
     warmup_steps: int = typer.Option(0, "--warmup-steps", help="Plain (unattributed) steps on the pooled data before the valued phase."),
+    warmup_lr: float = typer.Option(None, "--warmup-lr", help="Learning rate of the warm-up (default: --lr)."),
+    freeze: list[str] = typer.Option([], "--freeze", help="Keep parameters matching this pattern fixed (fnmatch, repeatable), e.g. 'time_embedding.*'."),
     seed: int = typer.Option(0, "--seed", help="Seed of everything random in the run."),
     no_values: bool = typer.Option(False, "--no-values", help="Plain training, no values (the overhead baseline)."),
     checkpoint_every: int = typer.Option(0, "--checkpoint-every", help="Save a resumable checkpoint every N steps (0: never)."),
@@ -47,7 +49,7 @@ def train_command(
         batch_size=batch_size, lr=lr, optimizer=optimizer, weight_decay=weight_decay, order=order,
         timestep_draws=timestep_draws, target_max_timestep=target_max_timestep, estimator=estimator,
         target_subset=target_subset, reference=reference, seed=seed, values=not no_values,
-        checkpoint_every=checkpoint_every, warmup_steps=warmup_steps,
+        checkpoint_every=checkpoint_every, warmup_steps=warmup_steps, warmup_lr=warmup_lr, freeze=tuple(freeze),
     )
     # torch and diffusers load here, not at start-up: other commands stay fast
     from royalty.attribution.trainer import prepare, train
