@@ -12,7 +12,6 @@ and, for order 2, the curvature term −½ (η/B)² ∇ℓ(z)ᵀ P H_k P Σ_j �
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
@@ -34,6 +33,8 @@ from royalty.attribution.rules import RULES, Dense, Factored, PerSample, rule_fo
 from royalty.errors import UnsupportedModelError, UsageError
 
 LossFn = Callable[[], torch.Tensor]  # runs the model, returns one unreduced loss per row
+# the same for target rows, restricted to the given row indices (None: every row)
+RowLossFn = Callable[[torch.Tensor | None], torch.Tensor]
 
 
 @dataclass(frozen=True)
@@ -109,7 +110,7 @@ class ValueEngine:
     def step(
         self,
         train_losses: LossFn,
-        target_losses: LossFn,
+        target_losses: RowLossFn,
         target_index: torch.Tensor,
         n_targets: int,
         lr: float,
@@ -117,8 +118,9 @@ class ValueEngine:
     ) -> StepValues:
         """Backward the mean training loss into `.grad` (as plain training does) and value it.
 
-        `target_losses()` returns one loss per target row; row r belongs to target
-        `target_index[r]`, and a target's loss is the mean of its rows.
+        `target_losses(None)` returns one loss per target row (`target_losses(rows)` those
+        rows only); row r belongs to target `target_index[r]`, and a target's loss is the
+        mean of its rows.
         `preconditioner(grads)` returns P (same shapes) from this step's gradients.
         """
         # 1. the training batch: exactly the backward plain training runs
@@ -138,14 +140,11 @@ class ValueEngine:
         if bool((counts == 0).any()):
             raise ValueError("every target needs at least one row")
         weights = 1.0 / counts.to(losses.dtype)
-        # Double backward needs attention in plain differentiable ops (the fused CPU
-        # kernel has no second derivative); first order keeps the fused kernel.
-        kernel = sdpa_kernel([SDPBackend.MATH]) if self.config.order == 2 else contextlib.nullcontext()
-        with capturing(self.covered, grab_grads=False) as tcap, kernel:
-            rows = target_losses()
+        with capturing(self.covered, grab_grads=False) as tcap:
+            rows = target_losses(None)
             per_target = torch.zeros(n_targets, dtype=rows.dtype, device=rows.device).index_add(0, target_index, rows * weights[target_index].to(rows.dtype))
             outs = tcap.outputs()
-            out_grads = torch.autograd.grad(per_target.sum(), outs, retain_graph=self.config.order == 2, allow_unused=True)
+            out_grads = torch.autograd.grad(per_target.sum(), outs, allow_unused=True)
             tcap.set_output_grads([g if g is not None else torch.zeros_like(o) for g, o in zip(out_grads, outs)])
         target = tcap.collect()
         n_target_rows = rows.shape[0]
@@ -153,7 +152,6 @@ class ValueEngine:
         precond = dict(preconditioner(grads)) if preconditioner is not None else None
         first = torch.zeros(n_train, n_targets, dtype=torch.float64, device=losses.device)
         chosen: dict[str, PathName] = {}
-        target_grads: dict[str, torch.Tensor] = {}
         for name in self.params:
             tr, tg = train[name], target[name]
             path = self._path(name, tr, tg, n_target_rows, n_targets, dense_target=precond is not None)
@@ -172,7 +170,7 @@ class ValueEngine:
 
         second = torch.zeros_like(first)
         if self.config.order == 2:
-            second = self._second_order(per_target, train, grads, precond, chosen, n_train, lr)
+            second = self._second_order(target_losses, target_index, n_targets, train, grads, precond, chosen, n_train, lr)
 
         return StepValues(
             first=first,
@@ -216,7 +214,9 @@ class ValueEngine:
 
     def _second_order(
         self,
-        per_target: torch.Tensor,
+        target_losses: RowLossFn,
+        target_index: torch.Tensor,
+        n_targets: int,
         train: Mapping[str, PerSample],
         grads: Mapping[str, torch.Tensor],
         precond: Mapping[str, torch.Tensor] | None,
@@ -228,8 +228,8 @@ class ValueEngine:
         params = [self.params[n] for n in names]
         # v = P Σ_j ∇ℓ(z_j); `.grad` holds the mean, so Σ = B · grad
         v = [grads[n] * n_train * (precond[n] if precond is not None else 1.0) for n in names]
-        hv = hessian_vector_products(per_target, params, v)
-        out = torch.zeros(n_train, per_target.shape[0], dtype=torch.float64, device=per_target.device)
+        hv = hessian_vector_products(target_losses, target_index, n_targets, params, v)
+        out = torch.zeros(n_train, n_targets, dtype=torch.float64, device=v[0].device)
         for name, h in zip(names, hv):
             tr = train[name]
             u = h if precond is None else h * precond[name].unsqueeze(0)
@@ -239,16 +239,24 @@ class ValueEngine:
         return out * (-0.5 * lr * lr / n_train)
 
 
-def hessian_vector_products(per_target: torch.Tensor, params: list[nn.Parameter], v: list[torch.Tensor]) -> list[torch.Tensor]:
-    """[K, *shape] per parameter: H_k v for each target's loss, by double backward."""
-    k = per_target.shape[0]
-    out = [torch.empty((k, *p.shape), dtype=p.dtype, device=p.device) for p in params]
-    for i in range(k):
-        g = torch.autograd.grad(per_target[i], params, create_graph=True, retain_graph=True, allow_unused=True)
-        dot = sum((gi * vi).sum() for gi, vi in zip(g, v) if gi is not None)
-        h = torch.autograd.grad(dot, params, retain_graph=True, allow_unused=True)
-        for j, hj in enumerate(h):
-            out[j][i] = hj if hj is not None else 0
+def hessian_vector_products(
+    target_losses: RowLossFn, target_index: torch.Tensor, n_targets: int, params: list[nn.Parameter], v: list[torch.Tensor]
+) -> list[torch.Tensor]:
+    """[K, *shape] per parameter: H_k v for each target's loss, by double backward.
+
+    Each target runs its own rows only, so the K double backwards cost K·M rows in all
+    rather than K times the whole target batch. Attention runs in plain differentiable
+    ops here: the fused CPU kernel has no second derivative.
+    """
+    out = [torch.empty((n_targets, *p.shape), dtype=p.dtype, device=p.device) for p in params]
+    with sdpa_kernel([SDPBackend.MATH]):
+        for k in range(n_targets):
+            loss = target_losses((target_index == k).nonzero().squeeze(1)).mean()
+            g = torch.autograd.grad(loss, params, create_graph=True, allow_unused=True)
+            dot = sum((gi * vi).sum() for gi, vi in zip(g, v) if gi is not None)
+            h = torch.autograd.grad(dot, params, allow_unused=True)
+            for j, hj in enumerate(h):
+                out[j][k] = hj if hj is not None else 0
     return out
 
 

@@ -29,6 +29,12 @@ class TargetRows:
     columns: torch.Tensor  # [S]: the value-target column of each slot
     scale: torch.Tensor  # [S]: weight of the slot's values in the run's sums
 
+    def select(self, rows: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(images, timesteps, noise) of the given rows (None: all)."""
+        if rows is None:
+            return self.images, self.timesteps, self.noise
+        return self.images[rows], self.timesteps[rows], self.noise[rows]
+
 
 @dataclass(frozen=True)
 class TargetPlan:

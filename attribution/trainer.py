@@ -33,7 +33,7 @@ from royalty.attribution.draws import batch_indices, noise_draws
 from royalty.attribution.engine import EngineConfig, ValueEngine, plan_model
 from royalty.attribution.optim import adamw_preconditioner, make_optimizer
 from royalty.attribution.targets import TargetPlan
-from royalty.errors import DataError, OutputError, UsageError
+from royalty.errors import OutputError, TrainingError, UsageError
 
 MARKER = ".royalty-run"  # written first into a run folder: says whose it is
 ProgressFn = Callable[[int, int, float], None]  # (steps done, total, train loss)
@@ -173,6 +173,7 @@ def train(
         optimizer.zero_grad(set_to_none=True)
         if engine is None:
             loss = noise_prediction_losses(unet, scheduler, x0, t, noise).mean()
+            _check_finite(float(loss.detach()), f"step {step}")
             loss.backward()
             optimizer.step()
             log.append(_log_row(step, cfg.lr, float(loss), float("nan"), float("nan"), float("nan")))
@@ -180,19 +181,27 @@ def train(
             rows = plan.rows(step)
             sv = engine.step(
                 lambda: noise_prediction_losses(unet, scheduler, x0, t, noise),
-                lambda: noise_prediction_losses(unet, scheduler, rows.images, rows.timesteps, rows.noise),
+                lambda sel: noise_prediction_losses(unet, scheduler, *rows.select(sel)),
                 rows.slot,
                 len(rows.columns),
                 cfg.lr,
                 precondition,
             )
+            _check_finite(sv.train_loss, f"step {step}")
+            if not bool(torch.isfinite(sv.total).all()):
+                raise TrainingError(f"non-finite values at step {step}: lower --lr (now {cfg.lr})")
             optimizer.step()
             scale = rows.scale.unsqueeze(0)
             first.index_add_(0, idx, torch.zeros(len(idx), n_cols, dtype=torch.float64).index_copy(1, rows.columns, sv.first * scale))
             second.index_add_(0, idx, torch.zeros(len(idx), n_cols, dtype=torch.float64).index_copy(1, rows.columns, sv.second * scale))
             real = rows.columns < plan.n_targets
             before = float(sv.target_losses[real].mean())
-            after = _target_loss_after(unet, scheduler, rows, real)
+            # exact draws are the same rows every step: the loss after step t is the loss
+            # before step t+1, measured anyway; other estimators need one more forward
+            if plan.estimator == "exact" and log and step > 0:
+                log[-1]["target_loss_after"] = before
+            last = step + 1 == prep.total_steps
+            after = _target_loss_after(unet, scheduler, rows, real) if plan.estimator != "exact" or last else float("nan")
             value_sum = float(sv.total.sum(0)[real].mean())
             log.append(_log_row(step, cfg.lr, sv.train_loss, before, after, value_sum))
         if cfg.checkpoint_every and (step + 1) % cfg.checkpoint_every == 0 and step + 1 < prep.total_steps:
@@ -206,6 +215,12 @@ def train(
     return _write_outputs(prep, unet, scheduler, first, second, log, time.monotonic() - started)
 
 
+def _check_finite(loss: float, where: str) -> None:
+    # A diverged run would otherwise write NaN values that pay no one, or anyone.
+    if not np.isfinite(loss):
+        raise TrainingError(f"training diverged at {where} (loss {loss}): lower the learning rate; no values were written")
+
+
 def _set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
     for group in optimizer.param_groups:
         group["lr"] = lr
@@ -216,9 +231,10 @@ def _plain_step(unet, scheduler, optimizer, images: torch.Tensor, cfg: TrainConf
     t, noise = noise_draws(cfg.seed, purpose, step, len(idx), tuple(images.shape[1:]), scheduler.config.num_train_timesteps)
     optimizer.zero_grad(set_to_none=True)
     loss = noise_prediction_losses(unet, scheduler, images[idx], t, noise).mean()
+    _check_finite(float(loss.detach()), f"warm-up step {step}")
     loss.backward()
     optimizer.step()
-    return float(loss)
+    return float(loss.detach())
 
 
 @torch.no_grad()

@@ -56,6 +56,12 @@ def _method(name: str, res: int, b: int, k: int) -> Callable[[], None]:
     def losses(rows: slice) -> Callable[[], torch.Tensor]:
         return lambda: noise_prediction_losses(unet, sched, x[rows], t[rows], noise[rows])
 
+    def target_losses(sel: torch.Tensor | None) -> torch.Tensor:
+        xs, ts, ns = x[tg], t[tg], noise[tg]
+        if sel is not None:
+            xs, ts, ns = xs[sel], ts[sel], ns[sel]
+        return noise_prediction_losses(unet, sched, xs, ts, ns)
+
     if name == "plain":
         def run() -> None:
             unet.zero_grad(set_to_none=True)
@@ -66,7 +72,7 @@ def _method(name: str, res: int, b: int, k: int) -> Callable[[], None]:
 
         def run() -> None:
             unet.zero_grad(set_to_none=True)
-            engine.step(losses(tr), losses(tg), index, k, LR)
+            engine.step(losses(tr), target_losses, index, k, LR)
         return run
     if name == "torch.func":
         from torch.func import functional_call, grad, vmap
@@ -123,7 +129,7 @@ def main() -> None:
     ctx = mp.get_context("fork")
     cases = [(16, 16, 4)] if args.quick else [(16, 16, 4), (16, 64, 16), (32, 16, 4), (32, 64, 16)]
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {args.repeats} timed steps per cell")
-    print(f"| px | B | K | method | ms/step | × plain | peak MB | × plain MB |")
+    print("| px | B | K | method | ms/step | × plain | peak MB | × plain MB |")
     print("|---|---|---|---|---|---|---|---|")
     for res, b, k in cases:
         rows = {}

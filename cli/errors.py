@@ -8,6 +8,7 @@ from royalty.errors import (
     IOFailure,
     OutputError,
     RoyaltyError,
+    TrainingError,
     UsageError,
 )
 
@@ -26,6 +27,7 @@ EXIT_CODES: tuple[tuple[type[RoyaltyError], int], ...] = (
     (InputMissingError, EXIT_NOINPUT),
     (OutputError, EXIT_CANTCREAT),
     (IOFailure, EXIT_IOERR),
+    (TrainingError, EXIT_UNEXPECTED),  # a numerical failure, reported as such
 )
 
 

@@ -31,5 +31,9 @@ class IOFailure(RoyaltyError):
     """Reading or writing failed part-way (disk full, permission lost, ...)."""
 
 
+class TrainingError(RoyaltyError):
+    """Training went numerically wrong (a non-finite loss or value): no output is written."""
+
+
 class UnsupportedModelError(UsageError):
     """The model holds trainable parameters no attribution rule covers."""

@@ -28,8 +28,8 @@ class Case:
     def train_losses(self) -> torch.Tensor:
         return self.loss(self.model, self.train)
 
-    def target_losses(self) -> torch.Tensor:
-        return self.loss(self.model, self.targets)
+    def target_losses(self, rows: torch.Tensor | None = None) -> torch.Tensor:
+        return self.loss(self.model, self.targets if rows is None else self.rows(self.targets, rows))
 
     def ref_train_loss(self, model: nn.Module, i: int) -> torch.Tensor:
         return self.loss(model, self.rows(self.train, slice(i, i + 1))).sum()

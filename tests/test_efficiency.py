@@ -41,7 +41,7 @@ def trace() -> dict[str, torch.Tensor]:
         opt.zero_grad()
         sv = engine.step(
             lambda: noise_prediction_losses(unet, sched, images[idx], t, noise.double()),
-            lambda: noise_prediction_losses(unet, sched, target_images, tt, tn),
+            lambda rows: noise_prediction_losses(unet, sched, *(u if rows is None else u[rows] for u in (target_images, tt, tn))),
             index, n_targets, lr,
         )
         before = sv.target_losses

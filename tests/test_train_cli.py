@@ -160,3 +160,22 @@ def test_fine_tunes_a_local_model_folder(run, folders, tmp_path) -> None:
     royalty("train", data, "--targets", targets, "--out", again, "--steps", "1", "--model", out / "model", *TINY, check=True)
     manifest = json.loads((again / run_folder.MANIFEST).read_text())
     assert manifest["model_source"]["kind"] == "folder"
+
+
+def test_payout_of_a_trained_run(run) -> None:
+    """The two commands together, as the README runs them."""
+    out, _ = run
+    proc = royalty("payout", out, "--revenue", "1000.00", "--on-no-positive", "equal", check=True)
+    doc = json.loads(proc.stdout)
+    assert doc["revenue"]["minor"] == 100000
+    assert sum(p["amount"]["minor"] for p in doc["payees"]) + doc["totals"]["carried_forward"]["minor"] == 100000
+    assert {p["owner"] for p in doc["payees"]} == {"ann", "bob"}
+
+
+def test_every_command_has_help() -> None:
+    top = royalty("--help", check=True)
+    commands = [c for c in ("train", "payout", "schema") if c in top.stdout]
+    assert commands == ["train", "payout", "schema"]
+    for command in commands:
+        proc = royalty(command, "--help", check=True)
+        assert "Usage" in proc.stdout and len(proc.stdout) > 200
