@@ -1,0 +1,53 @@
+"""The target-side estimators: which rows each step evaluates, and with what weight."""
+
+from __future__ import annotations
+
+import torch
+
+from royalty.attribution.draws import batch_indices
+from royalty.attribution.targets import TargetPlan
+
+
+def plan(estimator: str, subset: int = 0, reference: bool = False) -> TargetPlan:
+    groups = tuple(torch.full((1, 3, 4, 4), float(i)) for i in range(5))
+    if reference:
+        groups += (torch.zeros(3, 3, 4, 4),)  # a reference set of three images
+    return TargetPlan(groups, 5, 2, 250, estimator, subset, seed=0)
+
+
+def test_exact_reuses_the_same_draws_every_step() -> None:
+    p = plan("exact", reference=True)
+    a, b = p.rows(0), p.rows(7)
+    assert torch.equal(a.noise, b.noise) and torch.equal(a.timesteps, b.timesteps)
+    assert len(a.slot) == 5 * 2 + 3 * 2  # M=2 draws per image, reference images included
+    assert (a.timesteps < 250).all()
+    assert a.columns.tolist() == [0, 1, 2, 3, 4, 5] and (a.scale == 1).all()
+
+
+def test_fresh_draws_once_per_image_per_step() -> None:
+    p = plan("fresh")
+    a, b = p.rows(0), p.rows(1)
+    assert len(a.slot) == 5
+    assert not torch.equal(a.noise, b.noise)
+    assert torch.equal(p.rows(1).noise, b.noise)  # a function of the step: resumable
+
+
+def test_subset_is_unbiased_over_steps() -> None:
+    """Each target is picked with probability S/K and weighted K/S: expected weight 1."""
+    p = plan("subset", subset=2, reference=True)
+    weight = torch.zeros(6, dtype=torch.float64)
+    steps = 4000
+    for step in range(steps):
+        rows = p.rows(step)
+        assert len(rows.columns) == 3 and rows.columns[-1] == 5  # the reference every step
+        weight.index_add_(0, rows.columns, rows.scale)
+    weight /= steps
+    assert torch.allclose(weight[:5], torch.ones(5, dtype=torch.float64), atol=0.08)
+    assert weight[5] == 1
+
+
+def test_batches_walk_through_epoch_permutations() -> None:
+    seen = torch.cat([batch_indices(3, s, 4, 10) for s in range(5)])  # 20 = two epochs
+    assert sorted(seen[:10].tolist()) == list(range(10))
+    assert sorted(seen[10:].tolist()) == list(range(10))
+    assert torch.equal(batch_indices(3, 2, 4, 10), seen[8:12])  # crossing the epoch boundary
