@@ -5,8 +5,8 @@ C_in/groups·kh·kw patch feeding position p, b_p the output gradient there. Unf
 is slow and large on a CPU, so only the ghost path builds the patches; the other two
 paths use convolutions that compute the same sums:
 
-- per-sample (and per-target) weight gradients: torch's own weight-gradient
-  convolution, run on one sample's (one target's) rows at a time;
+- per-sample weight gradients: torch's own weight-gradient convolution, with the
+  samples folded into the channels as groups (one call for the whole batch);
 - the forward trick: the layer's convolution run with each target gradient as weight.
 """
 
@@ -66,26 +66,18 @@ class ConvFactored(Factored):
         return a, b
 
     def materialize(self) -> torch.Tensor:
-        # One weight-gradient convolution per sample: on a CPU this beats both unfolding
-        # and a single convolution grouped over samples (benchmarks/engine.py).
-        return torch.stack([self._weight_grad(slice(i, i + 1)) for i in range(self.n)])
-
-    def group_sums(self, index: torch.Tensor, n_groups: int) -> torch.Tensor:
-        # A target's gradient is the ordinary (summed) weight gradient over its rows.
-        return torch.stack([self._weight_grad(index == k) for k in range(n_groups)])
-
-    def _weight_grad(self, rows) -> torch.Tensor:
-        """Σ over `rows` of the per-sample weight gradients, as [G, d, p]."""
-        x, gy = self.x[rows], self.gy[rows]
-        c_out, c_in = gy.shape[1], x.shape[1]
-        weight_shape = (c_out, c_in // self.groups, *self.kernel)
+        # Per-sample weight gradients in one call: fold the samples into the channels
+        # and let torch's weight-gradient convolution treat each sample as a group.
+        n, c_in, hp, wp = self.x.shape
+        c_out, ho, wo = self.gy.shape[1:]
+        g = self.groups
         zeros = (0, 0)
         _, dw, _ = torch.ops.aten.convolution_backward(
-            gy, x, torch.empty(weight_shape, dtype=x.dtype, device=x.device), None,
-            self.stride, zeros, self.dilation, False, zeros, self.groups, (False, True, False),
+            self.gy.reshape(1, n * c_out, ho, wo), self.x.reshape(1, n * c_in, hp, wp),
+            torch.empty((n * c_out, c_in // g, *self.kernel), dtype=self.x.dtype, device=self.x.device), None,
+            self.stride, zeros, self.dilation, False, zeros, n * g, (False, True, False),
         )
-        g = self.groups
-        return dw.reshape(g, c_out // g, -1)
+        return dw.reshape(n, g, c_out // g, -1)
 
     def forward_dots(self, targets: torch.Tensor) -> torch.Tensor:
         # Σ_p b_pᵀ U a_p is the layer's convolution with weight U, dotted with gy:
