@@ -36,9 +36,9 @@ class _Call:
 @dataclass
 class Capture:
     calls: list[_Call] = field(default_factory=list)
-    outs: list[torch.Tensor] = field(default_factory=list)  # kept only when grab_grads is False
+    # the outputs, kept only when the caller asks autograd.grad for them itself
+    outs: list[torch.Tensor] = field(default_factory=list)
     grads: list[torch.Tensor | None] = field(default_factory=list)
-    grab_grads: bool = True  # False when the caller asks autograd.grad for the outputs itself
 
     def outputs(self) -> list[torch.Tensor]:
         return self.outs
@@ -63,8 +63,12 @@ class Capture:
 
 @contextlib.contextmanager
 def capturing(covered: Sequence[Covered], grab_grads: bool = True) -> Iterator[Capture]:
-    """Hook every covered module for the duration of the block."""
-    cap = Capture(grab_grads=grab_grads)
+    """Hook every covered module for the duration of the block.
+
+    `grab_grads`: record each output's gradient during the caller's backward; otherwise
+    keep the outputs so the caller can ask autograd.grad for them (`set_output_grads`).
+    """
+    cap = Capture()
     handles = []
     grads = cap.grads  # hooks hold this list, never the output tensor: a tensor whose
     # own hook refers back to it is a cycle through autograd that Python cannot collect

@@ -17,14 +17,14 @@ def generator(seed: int, purpose: str, index: int = 0) -> torch.Generator:
     return torch.Generator().manual_seed(int.from_bytes(digest[:8], "little") >> 1)
 
 
-def batch_indices(seed: int, step: int, batch_size: int, n: int) -> torch.Tensor:
+def batch_indices(seed: int, step: int, batch_size: int, n: int, purpose: str = "order") -> torch.Tensor:
     """Step `step`'s batch: positions [step·B, (step+1)·B) of a stream of epoch permutations."""
     start = step * batch_size
     out = []
     pos = start
     while pos < start + batch_size:
         epoch, offset = divmod(pos, n)
-        perm = torch.randperm(n, generator=generator(seed, "order", epoch))
+        perm = torch.randperm(n, generator=generator(seed, purpose, epoch))
         take = min(n - offset, start + batch_size - pos)
         out.append(perm[offset : offset + take])
         pos += take

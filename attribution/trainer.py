@@ -162,7 +162,9 @@ def train(
         # warm-up: plain steps on the pooled training data, before any value is taken
         _set_lr(optimizer, cfg.warmup_lr if cfg.warmup_lr is not None else cfg.lr)
         for w in range(cfg.warmup_steps):
-            _plain_step(unet, scheduler, optimizer, prep.train.images, cfg, w, "warmup")
+            idx = batch_indices(cfg.seed, w, cfg.batch_size, len(prep.train), purpose="warmup-order")
+            t, noise = noise_draws(cfg.seed, "warmup", w, len(idx), tuple(prep.train.images.shape[1:]), scheduler.config.num_train_timesteps)
+            _plain_step(unet, scheduler, optimizer, prep.train.images[idx], t, noise, f"warm-up step {w}")
         _set_lr(optimizer, cfg.lr)
 
     shape = tuple(prep.train.images.shape[1:])
@@ -172,11 +174,8 @@ def train(
         t, noise = noise_draws(cfg.seed, "train", step, len(idx), shape, scheduler.config.num_train_timesteps)
         optimizer.zero_grad(set_to_none=True)
         if engine is None:
-            loss = noise_prediction_losses(unet, scheduler, x0, t, noise).mean()
-            _check_finite(float(loss.detach()), f"step {step}")
-            loss.backward()
-            optimizer.step()
-            log.append(_log_row(step, cfg.lr, float(loss), float("nan"), float("nan"), float("nan")))
+            loss = _plain_step(unet, scheduler, optimizer, x0, t, noise, f"step {step}")
+            log.append(_log_row(step, cfg.lr, loss, float("nan"), float("nan"), float("nan")))
         else:
             rows = plan.rows(step)
             sv = engine.step(
@@ -226,12 +225,11 @@ def _set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
         group["lr"] = lr
 
 
-def _plain_step(unet, scheduler, optimizer, images: torch.Tensor, cfg: TrainConfig, step: int, purpose: str) -> float:
-    idx = batch_indices(cfg.seed + 7919, step, cfg.batch_size, images.shape[0])
-    t, noise = noise_draws(cfg.seed, purpose, step, len(idx), tuple(images.shape[1:]), scheduler.config.num_train_timesteps)
+def _plain_step(unet, scheduler, optimizer, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor, where: str) -> float:
+    """One step of plain training: what the engine's training pass must equal bit for bit."""
     optimizer.zero_grad(set_to_none=True)
-    loss = noise_prediction_losses(unet, scheduler, images[idx], t, noise).mean()
-    _check_finite(float(loss.detach()), f"warm-up step {step}")
+    loss = noise_prediction_losses(unet, scheduler, x0, t, noise).mean()
+    _check_finite(float(loss.detach()), where)
     loss.backward()
     optimizer.step()
     return float(loss.detach())
