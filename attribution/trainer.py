@@ -36,7 +36,7 @@ from royalty.attribution.targets import TargetPlan
 from royalty.errors import OutputError, TrainingError, UsageError
 
 MARKER = ".royalty-run"  # written first into a run folder: says whose it is
-ProgressFn = Callable[[int, int, float], None]  # (steps done, total, train loss)
+ProgressFn = Callable[[int, int, float], None]  # (steps done, total, train loss), warm-up included
 
 
 @dataclass(frozen=True)
@@ -164,7 +164,9 @@ def train(
         for w in range(cfg.warmup_steps):
             idx = batch_indices(cfg.seed, w, cfg.batch_size, len(prep.train), purpose="warmup-order")
             t, noise = noise_draws(cfg.seed, "warmup", w, len(idx), tuple(prep.train.images.shape[1:]), scheduler.config.num_train_timesteps)
-            _plain_step(unet, scheduler, optimizer, prep.train.images[idx], t, noise, f"warm-up step {w}")
+            loss = _plain_step(unet, scheduler, optimizer, prep.train.images[idx], t, noise, f"warm-up step {w}")
+            if progress is not None:
+                progress(w + 1, cfg.warmup_steps + prep.total_steps, loss)
         _set_lr(optimizer, cfg.lr)
 
     shape = tuple(prep.train.images.shape[1:])
@@ -209,7 +211,7 @@ def train(
                 "first": first, "second": second, "log": log,
             })
         if progress is not None:
-            progress(step + 1, prep.total_steps, log[-1]["train_loss"])
+            progress(cfg.warmup_steps + step + 1, cfg.warmup_steps + prep.total_steps, log[-1]["train_loss"])
 
     return _write_outputs(prep, unet, scheduler, first, second, log, time.monotonic() - started)
 

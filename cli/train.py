@@ -58,17 +58,17 @@ def train_command(
     prep = prepare(config, resume=resume, force=force)
     console.print(
         f"training on {len(prep.train)} images from {len(set(prep.train.owners))} owners, "
-        f"{len(prep.targets)} targets, {prep.total_steps} steps", highlight=False
+        f"{len(prep.targets)} targets, {config.warmup_steps} warm-up + {prep.total_steps} valued steps", highlight=False
     )
     with Progress(
         TextColumn("[progress.description]{task.description}"), BarColumn(), MofNCompleteColumn(),
         TextColumn("loss {task.fields[loss]}"), TimeElapsedColumn(), TimeRemainingColumn(),
         console=console, transient=False, disable=quiet,
     ) as bar:
-        task = bar.add_task("train", total=prep.total_steps, loss="-")
+        task = bar.add_task("train", total=config.warmup_steps + prep.total_steps, loss="-")
 
         def progress(done: int, total: int, loss: float) -> None:
-            bar.update(task, completed=done, loss=f"{loss:.4f}")
+            bar.update(task, completed=done, total=total, loss=f"{loss:.4f}")
 
         summary = train(prep, resume=resume, force=force, progress=progress)
     write_stdout(json.dumps(summary, indent=2, sort_keys=True))

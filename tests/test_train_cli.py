@@ -103,7 +103,7 @@ def test_values_do_not_change_training(run, folders, tmp_path) -> None:
 
 def test_resume_after_sigkill_matches_uninterrupted(folders, tmp_path) -> None:
     data, targets = folders
-    args = ("--steps", "12", "--checkpoint-every", "2", *TINY)
+    args = ("--steps", "12", "--checkpoint-every", "2", "--warmup-steps", "2", *TINY)
     whole = tmp_path / "whole"
     royalty("train", data, "--targets", targets, "--out", whole, *args, check=True)
 
