@@ -234,7 +234,7 @@ class ValueEngine:
             tr = train[name]
             u = h if precond is None else h * precond[name].unsqueeze(0)
             path = chosen[name] if chosen[name] != "ghost" else "materialize"
-            out += dots_dense(tr, _as_rows_batched(u, tr), path).to(torch.float64)
+            out += dots_dense(tr, _as_rows(u, tr), path).to(torch.float64)
         # train reps are ∇ℓ(z)/B, so out = (1/B) ∇ℓ(z)ᵀ P H P Σ∇ℓ; the term is −½ η² / B · out
         return out * (-0.5 * lr * lr / n_train)
 
@@ -261,15 +261,8 @@ def hessian_vector_products(
 
 
 def _as_rows(t: torch.Tensor, rep: PerSample) -> torch.Tensor:
-    """A parameter-shaped tensor in the [G, d, p] layout of the rep's per-sample gradients."""
+    """A parameter-shaped tensor (with any leading axes) in the rep's [G, d, p] layout."""
     if isinstance(rep, Factored):
         g, _, d, p = rep.dims
-        return t.reshape(g, d, p)
-    return t
-
-
-def _as_rows_batched(t: torch.Tensor, rep: PerSample) -> torch.Tensor:
-    if isinstance(rep, Factored):
-        g, _, d, p = rep.dims
-        return t.reshape(t.shape[0], g, d, p)
+        return t.reshape(*t.shape[: t.dim() - len(rep.shape)], g, d, p)
     return t
