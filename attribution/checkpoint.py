@@ -33,12 +33,19 @@ def list_steps(run_dir: Path) -> list[int]:
     return sorted(int(m.group(1)) for p in folder.iterdir() if (m := _NAME.match(p.name)))
 
 
-def load_latest(run_dir: Path) -> dict[str, Any] | None:
-    steps = list_steps(run_dir)
-    if not steps:
-        return None
-    path = checkpoint_path(run_dir, steps[-1])
+def paths(run_dir: Path) -> list[Path]:
+    return [checkpoint_path(run_dir, s) for s in list_steps(run_dir)]
+
+
+def load(path: Path) -> dict[str, Any]:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # a checkpoint is only ever renamed into place whole
         raise DataError(f"checkpoint {path} cannot be read: {exc}") from exc
+
+
+def load_latest(run_dir: Path) -> dict[str, Any] | None:
+    steps = list_steps(run_dir)
+    if not steps:
+        return None
+    return load(checkpoint_path(run_dir, steps[-1]))

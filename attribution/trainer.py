@@ -12,7 +12,6 @@ import json
 import platform
 import shutil
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,19 +23,18 @@ import torch
 from diffusers import DDPMPipeline, DDPMScheduler, UNet2DModel
 
 from royalty import __version__
-from royalty.atomic import atomic_path, sha256_tree, write_text
+from royalty.atomic import atomic_path, sha256_file, sha256_tree, write_text
 from royalty.attribution import checkpoint, run_folder
 from royalty.attribution.config import REFERENCE_NONE, REFERENCE_TARGETS_MEAN, TrainConfig
 from royalty.attribution.data import ImageTable, inputs_manifest, load_targets, load_training_data
-from royalty.attribution.diffusion import build_default_unet, check_resolution, default_scheduler, load_model, noise_prediction_losses
-from royalty.attribution.draws import batch_indices, noise_draws
+from royalty.attribution.diffusion import build_default_unet, check_resolution, default_scheduler, load_model
 from royalty.attribution.engine import EngineConfig, ValueEngine, plan_model
 from royalty.attribution.optim import adamw_preconditioner, make_optimizer
 from royalty.attribution.targets import TargetPlan
-from royalty.errors import OutputError, TrainingError, UsageError
+from royalty.attribution.trajectory import ProgressFn, Tally, Valued, valued_steps, warm_up, weights_sha256
+from royalty.errors import OutputError, UsageError
 
 MARKER = ".royalty-run"  # written first into a run folder: says whose it is
-ProgressFn = Callable[[int, int, float], None]  # (steps done, total, train loss), warm-up included
 
 
 @dataclass(frozen=True)
@@ -145,109 +143,41 @@ def train(
     if prep.reference is not None:
         groups += (prep.reference.images,)
     plan = TargetPlan(groups, len(prep.targets), cfg.timestep_draws, cfg.target_max_timestep, cfg.estimator, cfg.target_subset, cfg.seed)
-    engine = ValueEngine(unet, EngineConfig(order=cfg.order)) if cfg.values else None
-    precondition = adamw_preconditioner(optimizer, params) if cfg.optimizer == "adamw" else None
+    valued = Valued(
+        plan,
+        ValueEngine(unet, EngineConfig(order=cfg.order)) if cfg.values else None,
+        adamw_preconditioner(optimizer, params) if cfg.optimizer == "adamw" else None,
+    )
+    images, total = prep.train.images, prep.total_steps
+    tally = Tally.zeros(len(prep.train), plan.n_columns)
 
-    n_train, n_cols = len(prep.train), plan.n_columns
-    first = torch.zeros(n_train, n_cols, dtype=torch.float64)
-    second = torch.zeros(n_train, n_cols, dtype=torch.float64)
-    log: list[dict[str, float]] = []
-    start_step = 0  # attributed steps already done
+    def save_checkpoint(step: int) -> None:
+        checkpoint.save(out, step, {
+            "step": step, "model": unet.state_dict(), "optimizer": optimizer.state_dict(),
+            "first": tally.first, "second": tally.second, "log": tally.log,
+        })
+
+    start_step = 0  # valued steps already done
     state = checkpoint.load_latest(out) if resume else None
     if state is not None:
         unet.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
-        first, second, log, start_step = state["first"], state["second"], state["log"], state["step"]
+        tally = Tally(state["first"], state["second"], state["log"])
+        start_step = state["step"]
     else:
-        # warm-up: plain steps on the pooled training data, before any value is taken
-        _set_lr(optimizer, cfg.warmup_lr if cfg.warmup_lr is not None else cfg.lr)
-        for w in range(cfg.warmup_steps):
-            idx = batch_indices(cfg.seed, w, cfg.batch_size, len(prep.train), purpose="warmup-order")
-            t, noise = noise_draws(cfg.seed, "warmup", w, len(idx), tuple(prep.train.images.shape[1:]), scheduler.config.num_train_timesteps)
-            loss = _plain_step(unet, scheduler, optimizer, prep.train.images[idx], t, noise, f"warm-up step {w}")
-            if progress is not None:
-                progress(w + 1, cfg.warmup_steps + prep.total_steps, loss)
-        _set_lr(optimizer, cfg.lr)
+        warm_up(cfg, unet, scheduler, optimizer, images, progress, cfg.warmup_steps + total)
+        if cfg.checkpoint_every:
+            save_checkpoint(0)  # the weights the valued phase starts from (attribute --mode checkpoints)
 
-    shape = tuple(prep.train.images.shape[1:])
-    for step in range(start_step, prep.total_steps):
-        idx = batch_indices(cfg.seed, step, cfg.batch_size, n_train)
-        x0 = prep.train.images[idx]
-        t, noise = noise_draws(cfg.seed, "train", step, len(idx), shape, scheduler.config.num_train_timesteps)
-        optimizer.zero_grad(set_to_none=True)
-        if engine is None:
-            loss = _plain_step(unet, scheduler, optimizer, x0, t, noise, f"step {step}")
-            log.append(_log_row(step, cfg.lr, loss, float("nan"), float("nan"), float("nan")))
-        else:
-            rows = plan.rows(step)
-            sv = engine.step(
-                lambda: noise_prediction_losses(unet, scheduler, x0, t, noise),
-                lambda sel: noise_prediction_losses(unet, scheduler, *rows.select(sel)),
-                rows.slot,
-                len(rows.columns),
-                cfg.lr,
-                precondition,
-            )
-            _check_finite(sv.train_loss, f"step {step}")
-            if not bool(torch.isfinite(sv.total).all()):
-                raise TrainingError(f"non-finite values at step {step}: lower --lr (now {cfg.lr})")
-            optimizer.step()
-            scale = rows.scale.unsqueeze(0)
-            first.index_add_(0, idx, torch.zeros(len(idx), n_cols, dtype=torch.float64).index_copy(1, rows.columns, sv.first * scale))
-            second.index_add_(0, idx, torch.zeros(len(idx), n_cols, dtype=torch.float64).index_copy(1, rows.columns, sv.second * scale))
-            real = rows.columns < plan.n_targets
-            before = float(sv.target_losses[real].mean())
-            # exact draws are the same rows every step: the loss after step t is the loss
-            # before step t+1, measured anyway; other estimators need one more forward
-            if plan.estimator == "exact" and log and step > 0:
-                log[-1]["target_loss_after"] = before
-            last = step + 1 == prep.total_steps
-            after = _target_loss_after(unet, scheduler, rows, real) if plan.estimator != "exact" or last else float("nan")
-            value_sum = float(sv.total.sum(0)[real].mean())
-            log.append(_log_row(step, cfg.lr, sv.train_loss, before, after, value_sum))
-        if cfg.checkpoint_every and (step + 1) % cfg.checkpoint_every == 0 and step + 1 < prep.total_steps:
-            checkpoint.save(out, step + 1, {
-                "step": step + 1, "model": unet.state_dict(), "optimizer": optimizer.state_dict(),
-                "first": first, "second": second, "log": log,
-            })
+    def after_step(done: int) -> None:
+        # the final weights are model/ itself: no checkpoint for them
+        if cfg.checkpoint_every and done % cfg.checkpoint_every == 0 and done < total:
+            save_checkpoint(done)
         if progress is not None:
-            progress(cfg.warmup_steps + step + 1, cfg.warmup_steps + prep.total_steps, log[-1]["train_loss"])
+            progress(cfg.warmup_steps + done, cfg.warmup_steps + total, tally.log[-1]["train_loss"])
 
-    return _write_outputs(prep, unet, scheduler, first, second, log, time.monotonic() - started)
-
-
-def _check_finite(loss: float, where: str) -> None:
-    # A diverged run would otherwise write NaN values that pay no one, or anyone.
-    if not np.isfinite(loss):
-        raise TrainingError(f"training diverged at {where} (loss {loss}): lower the learning rate; no values were written")
-
-
-def _set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
-    for group in optimizer.param_groups:
-        group["lr"] = lr
-
-
-def _plain_step(unet, scheduler, optimizer, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor, where: str) -> float:
-    """One step of plain training: what the engine's training pass must equal bit for bit."""
-    optimizer.zero_grad(set_to_none=True)
-    loss = noise_prediction_losses(unet, scheduler, x0, t, noise).mean()
-    _check_finite(float(loss.detach()), where)
-    loss.backward()
-    optimizer.step()
-    return float(loss.detach())
-
-
-@torch.no_grad()
-def _target_loss_after(unet, scheduler, rows, real: torch.Tensor) -> float:
-    """Mean loss of the step's real targets at w_{t+1}, on the same draws."""
-    losses = noise_prediction_losses(unet, scheduler, rows.images, rows.timesteps, rows.noise).to(torch.float64)
-    n = len(rows.columns)
-    per = torch.zeros(n, dtype=torch.float64).index_add(0, rows.slot, losses) / torch.bincount(rows.slot, minlength=n)
-    return float(per[real].mean())
-
-
-def _log_row(step: int, lr: float, train_loss: float, before: float, after: float, value_sum: float) -> dict[str, float]:
-    return {"step": step, "lr": lr, "train_loss": train_loss, "target_loss_before": before, "target_loss_after": after, "value_sum": value_sum}
+    valued_steps(cfg, unet, scheduler, optimizer, images, valued, tally, start_step, total, after_step)
+    return _write_outputs(prep, unet, scheduler, tally.first, tally.second, tally.log, time.monotonic() - started)
 
 
 def _write_outputs(prep: Prepared, unet, scheduler, first, second, log, seconds: float) -> dict[str, Any]:
@@ -290,7 +220,14 @@ def _write_outputs(prep: Prepared, unet, scheduler, first, second, log, seconds:
             "targets": inputs_manifest(prep.targets),
             "reference": inputs_manifest(prep.reference) if prep.reference is not None else None,
         },
+        "input_folders": {
+            "train": str(Path(cfg.data).resolve()),
+            "targets": str(Path(cfg.targets).resolve()),
+            "reference": str(Path(cfg.reference).resolve()) if prep.reference is not None else None,
+        },
         "outputs": outputs,
+        "weights_sha256": weights_sha256(unet),
+        "checkpoints": {f"{c.name}": sha256_file(c) for c in checkpoint.paths(out)},
         "seconds": round(seconds, 3),
     }
     run_folder.write_manifest(out, manifest)
