@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from royalty.errors import UsageError
+from royalty.errors import DataError, UsageError
 
 ESTIMATORS = ("exact", "fresh", "subset")
 REFERENCE_TARGETS_MEAN = "targets-mean"
@@ -78,6 +78,22 @@ class TrainConfig:
 
     def to_json(self) -> dict[str, Any]:
         return {k: (str(v) if isinstance(v, Path) else v) for k, v in dataclasses.asdict(self).items()}
+
+    @classmethod
+    def from_json(cls, doc: dict[str, Any], **changes: Any) -> TrainConfig:
+        """The config a run.json recorded (`to_json`), with `changes` applied."""
+        fields = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(doc) - fields)
+        if unknown:
+            raise DataError(f"run.json config has unknown keys {', '.join(unknown)}: written by another royalty version?")
+        values = dict(doc)
+        for key in ("data", "targets", "out"):
+            values[key] = Path(values[key])
+        if values.get("model") is not None:
+            values["model"] = Path(values["model"])
+        values["freeze"] = tuple(values.get("freeze", ()))
+        values.update(changes)
+        return cls(**values)
 
     def recipe_hash(self) -> str:
         """What must match for --resume to continue a run: everything but paths of outputs."""

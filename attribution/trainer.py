@@ -51,17 +51,7 @@ class Prepared:
 
 def prepare(config: TrainConfig, resume: bool = False, force: bool = False) -> Prepared:
     """Every check that can fail, before anything is trained or written."""
-    if config.model is not None:
-        unet, scheduler = load_model(config.model)
-        check_resolution(unet, config.resolution)
-        if unet.config.in_channels != 3 or unet.config.out_channels != 3:
-            raise UsageError(f"{config.model}: royalty trains RGB models (3 input and output channels)")
-        source = {"kind": "folder", "path": str(config.model), "sha256": sha256_tree(config.model)}
-    else:
-        unet = build_default_unet(config.resolution, seed=config.seed)
-        scheduler = default_scheduler()
-        source = {"kind": "default-tiny-unet"}
-    freeze(unet, config.freeze)
+    unet, scheduler, source = initial_model(config)
     train = load_training_data(config.data, config.resolution)
     targets = load_targets(config.targets, config.resolution)
     reference = None
@@ -73,6 +63,22 @@ def prepare(config: TrainConfig, resume: bool = False, force: bool = False) -> P
         plan_model(unet)  # refuses a model with parameters no rule covers
     _check_out(config, resume, force)
     return Prepared(config, train, targets, reference, unet, scheduler, source, config.total_steps(len(train)))
+
+
+def initial_model(config: TrainConfig) -> tuple[UNet2DModel, DDPMScheduler, dict[str, Any]]:
+    """The model a run starts from (before warm-up), its scheduler, and where it came from."""
+    if config.model is not None:
+        unet, scheduler = load_model(config.model)
+        check_resolution(unet, config.resolution)
+        if unet.config.in_channels != 3 or unet.config.out_channels != 3:
+            raise UsageError(f"{config.model}: royalty trains RGB models (3 input and output channels)")
+        source = {"kind": "folder", "path": str(config.model), "sha256": sha256_tree(config.model)}
+    else:
+        unet = build_default_unet(config.resolution, seed=config.seed)
+        scheduler = default_scheduler()
+        source = {"kind": "default-tiny-unet"}
+    freeze(unet, config.freeze)
+    return unet, scheduler, source
 
 
 def freeze(model: torch.nn.Module, patterns: tuple[str, ...]) -> list[str]:
