@@ -31,6 +31,7 @@ from royalty.attribution.diffusion import build_default_unet, check_resolution, 
 from royalty.attribution.engine import EngineConfig, ValueEngine, plan_model
 from royalty.attribution.optim import adamw_preconditioner, make_optimizer
 from royalty.attribution.targets import TargetPlan
+from royalty.attribution.values_table import values_frame
 from royalty.attribution.trajectory import ProgressFn, Tally, Valued, valued_steps, warm_up, weights_sha256
 from royalty.errors import OutputError, UsageError
 
@@ -200,7 +201,7 @@ def _write_outputs(prep: Prepared, unet, scheduler, first, second, log, seconds:
         pd.DataFrame(log, columns=list(run_folder.STEP_COLUMNS)).astype({"step": "int64"}).to_parquet(tmp, index=False)
     if cfg.values:
         with atomic_path(out / run_folder.VALUES) as tmp:
-            values_frame(prep, first, second).to_parquet(tmp, index=False)
+            _values(prep, first, second).to_parquet(tmp, index=False)
 
     outputs = run_folder.output_hashes(out)
     manifest = {
@@ -252,25 +253,13 @@ def _write_outputs(prep: Prepared, unet, scheduler, first, second, log, seconds:
     }
 
 
-def values_frame(prep: Prepared, first: torch.Tensor, second: torch.Tensor) -> pd.DataFrame:
-    """values.parquet: one row per training sample × target, sample-major."""
+def _values(prep: Prepared, first: torch.Tensor, second: torch.Tensor) -> pd.DataFrame:
     k = len(prep.targets)
-    n = len(prep.train)
     total = first + second
-    frame = pd.DataFrame({
-        "sample_id": np.repeat(np.array(prep.train.ids, dtype=object), k),
-        "owner": np.repeat(np.array(prep.train.owners, dtype=object), k),
-        "target_id": np.tile(np.array(prep.targets.ids, dtype=object), n),
-        "value": total[:, :k].reshape(-1).numpy(),
-        "value_first_order": first[:, :k].reshape(-1).numpy(),
-        "value_second_order": second[:, :k].reshape(-1).numpy(),
-    })
     kind = _reference_kind(prep.config)
-    if kind == "folder":
-        frame["value_specific"] = (total[:, :k] - total[:, k : k + 1]).reshape(-1).numpy()
-    elif kind == REFERENCE_TARGETS_MEAN:
-        frame["value_specific"] = (total[:, :k] - total[:, :k].mean(dim=1, keepdim=True)).reshape(-1).numpy()
-    return frame
+    # R's value per sample: the reference column, or the uniform mixture of the targets
+    reference = total[:, k] if kind == "folder" else total[:, :k].mean(dim=1) if kind == REFERENCE_TARGETS_MEAN else None
+    return values_frame(prep.train.ids, prep.train.owners, prep.targets.ids, first[:, :k], second[:, :k], reference)
 
 
 def _reference_kind(cfg: TrainConfig) -> str:

@@ -71,6 +71,12 @@ def payout(
         help="Owners allocated less than AMOUNT are paid 0 now; the amount is reported as carried forward "
         "for them, never given to others.",
     ),
+    attribution: str | None = typer.Option(
+        None,
+        "--attribution",
+        metavar="NAME",
+        help="Pay for images attributed after training (`royalty attribute … --name NAME`) instead of the run's targets.",
+    ),
     detail: bool = typer.Option(False, "--detail", help="Add per-sale lines (with --sales; json and jsonl only)."),
     fmt: PayoutFormat = typer.Option(PayoutFormat.json, "--format", "-f", help="Output format."),
     output: Path | None = OutputOption,
@@ -91,6 +97,7 @@ def payout(
         on_no_positive=on_no_positive,
         min_payout=min_payout,
         detail=detail,
+        attribution=attribution,
     )
     check_request(request)
     if detail and fmt.value not in DETAIL_FORMATS:

@@ -6,12 +6,12 @@ import json
 from pathlib import Path
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from royalty.attribution.config import REFERENCE_TARGETS_MEAN, TrainConfig
 from royalty.cli.app import app
 from royalty.cli.console import make_console, write_stdout
 from royalty.cli.options import QuietOption
+from royalty.cli.progress import step_progress
 
 
 @app.command("train")
@@ -60,15 +60,6 @@ def train_command(
         f"training on {len(prep.train)} images from {len(set(prep.train.owners))} owners, "
         f"{len(prep.targets)} targets, {config.warmup_steps} warm-up + {prep.total_steps} valued steps", highlight=False
     )
-    with Progress(
-        TextColumn("[progress.description]{task.description}"), BarColumn(), MofNCompleteColumn(),
-        TextColumn("loss {task.fields[loss]}"), TimeElapsedColumn(), TimeRemainingColumn(),
-        console=console, transient=False, disable=quiet,
-    ) as bar:
-        task = bar.add_task("train", total=config.warmup_steps + prep.total_steps, loss="-")
-
-        def progress(done: int, total: int, loss: float) -> None:
-            bar.update(task, completed=done, total=total, loss=f"{loss:.4f}")
-
+    with step_progress(console, "train", config.warmup_steps + prep.total_steps, quiet) as progress:
         summary = train(prep, resume=resume, force=force, progress=progress)
     write_stdout(json.dumps(summary, indent=2, sort_keys=True))

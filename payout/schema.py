@@ -123,6 +123,10 @@ def payout_schema() -> dict[str, Any]:
                     "dataset_manifest_sha256": {"anyOf": [_SHA256, {"type": "null"}]},
                     "values_sha256": _SHA256,
                     "values_column": {"enum": ["value", "value_specific"]},
+                    "attribution": {
+                        "type": ["string", "null"],
+                        "description": "The `royalty attribute` NAME the values come from; null: the run's own.",
+                    },
                     "ledger_sha256": {"anyOf": [_SHA256, {"type": "null"}]},
                 }
             ),

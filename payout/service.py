@@ -27,6 +27,7 @@ class PayoutRequest:
     on_no_positive: OnNoPositive = OnNoPositive.FAIL
     min_payout: str | None = None  # decimal string in the statement currency
     detail: bool = False
+    attribution: str | None = None  # pay from RUN/attributions/NAME instead of the run's values
 
 
 def _currency_option(code: str) -> Currency:
@@ -68,7 +69,7 @@ def check_request(request: PayoutRequest) -> None:
 def compute_payout(request: PayoutRequest, now: str | None = None) -> dict[str, Any]:
     """Verify the run, split the money, return the statement document."""
     check_request(request)
-    run = open_run(request.run_dir)
+    run = open_run(request.run_dir, request.attribution)
     values = load_values(run, request.basis)
     stamp = now if now is not None else created_at()
     if request.revenue is not None:

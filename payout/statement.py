@@ -112,6 +112,7 @@ def build_statement(
         "dataset_manifest_sha256": dataset_manifest_sha256(manifest),
         "values_sha256": run.values_sha256,
         "values_column": values_column,
+        "attribution": run.attribution,
         "ledger_sha256": ledger.sha256 if ledger else None,
     }
     policy_doc = {

@@ -40,19 +40,30 @@ class VerifiedRun:
     run_dir: Path
     manifest: dict[str, Any]
     values_sha256: str
+    values_path: Path
+    attribution: str | None = None  # the RUN/attributions/NAME the values come from, if any
 
 
-def open_run(run_dir: Path) -> VerifiedRun:
+def open_run(run_dir: Path, attribution: str | None = None) -> VerifiedRun:
+    """The run's own values, or those of `royalty attribute RUN … --name attribution`."""
     run_dir = Path(run_dir)
     manifest = run_folder.read_manifest(run_dir)
+    if attribution is not None:
+        from royalty.attribution.attribute import read_attribution
+
+        folder, doc = read_attribution(run_dir, attribution)
+        if doc.get("run_id") != manifest.get("run_id"):
+            raise DataError(f"{folder} was attributed to run {doc.get('run_id')!r}, not to {run_dir} ({manifest.get('run_id')!r})")
+        path = folder / run_folder.VALUES
+        return VerifiedRun(run_dir, manifest, doc["outputs"][run_folder.VALUES], path, attribution)
     path = run_dir / run_folder.VALUES
     if not path.is_file():
         raise InputMissingError(f"{path} is missing: the run has no values to pay out")
-    return VerifiedRun(run_dir, manifest, run_folder.verify_output(run_dir, manifest, run_folder.VALUES))
+    return VerifiedRun(run_dir, manifest, run_folder.verify_output(run_dir, manifest, run_folder.VALUES), path)
 
 
 def load_values(run: VerifiedRun, basis: Basis) -> RunValues:
-    path = run.run_dir / run_folder.VALUES
+    path = run.values_path
     column = BASIS_COLUMN[basis]
     try:
         names = pq.read_schema(path).names
