@@ -1,0 +1,240 @@
+"""Reading what a report shows: the run's (or an attribution's) values, verified first.
+
+A report is evidence for a payout, so the values file is checked against its manifest
+(run.json, or attribution.json for `--attribution`) before a single value is read — the
+same guarantee `royalty payout` gives.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from royalty.atomic import sha256_file
+from royalty.attribution import run_folder
+from royalty.errors import DataError, InputMissingError, UsageError
+from royalty.payout.policy import Basis
+from royalty.payout.values import BASIS_COLUMN, RunValues, values_from_table
+
+ATTRIBUTIONS_DIR = "attributions"
+ATTRIBUTION_MANIFEST = "attribution.json"
+
+# An attribution name is one folder inside RUN/attributions; nothing that could walk out.
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+
+
+@dataclass(frozen=True)
+class ImageRecord:
+    """One image as a manifest lists it: where it is and the hash it must still have."""
+
+    id: str
+    file_name: str
+    sha256: str | None
+    owner: str | None
+
+
+@dataclass(frozen=True)
+class Values:
+    """A validated values table: integer codes from payout plus the per-row sample ids."""
+
+    coded: RunValues  # owners/targets sorted, codes per row, the basis column as float64
+    sample_ids: np.ndarray  # object array of str, one per row
+    path: Path
+    sha256: str
+
+
+@dataclass(frozen=True)
+class ReportSource:
+    """Everything read from the run folder, verified; image files are checked later."""
+
+    run_dir: Path
+    manifest: dict[str, Any]
+    attribution: str | None
+    attribution_manifest: dict[str, Any] | None
+    values: Values
+    steps: pa.Table | None
+    steps_of: str  # "run" or "attribution": whose targets the efficiency trace is measured on
+    train: dict[str, ImageRecord]
+    targets: dict[str, ImageRecord]
+    train_folder: Path | None
+    targets_folder: Path | None
+
+
+def load_source(run_dir: Path, basis: Basis, attribution: str | None = None) -> ReportSource:
+    run_dir = Path(run_dir)
+    manifest = run_folder.read_manifest(run_dir)
+    train_folder, targets_folder = _input_folders(manifest)
+    train = _records(manifest.get("inputs", {}).get("train"), "inputs.train")
+    if attribution is None:
+        values_path = run_dir / run_folder.VALUES
+        if not values_path.is_file():
+            raise InputMissingError(f"{values_path} is missing: the run has no values to report")
+        digest = run_folder.verify_output(run_dir, manifest, run_folder.VALUES)
+        targets = _records(manifest.get("inputs", {}).get("targets"), "inputs.targets")
+        att_manifest = None
+    else:
+        att_dir, att_manifest = _open_attribution(run_dir, manifest, attribution)
+        values_path = att_dir / run_folder.VALUES
+        digest = _verify_attribution_values(att_dir, att_manifest)
+        targets = _records(att_manifest.get("targets"), f"{att_dir / ATTRIBUTION_MANIFEST} targets")
+        folder = att_manifest.get("images_folder")
+        targets_folder = Path(folder) if isinstance(folder, str) and folder else None
+    values = _read_values(values_path, digest, basis)
+    if att_manifest is not None and run_folder.STEPS in (att_manifest.get("outputs") or {}):
+        # replay records the efficiency trace on the new targets: that is the one to show
+        steps, steps_of = _read_steps(values_path.parent, att_manifest, ATTRIBUTION_MANIFEST), "attribution"
+    else:
+        steps, steps_of = _read_steps(run_dir, manifest, run_folder.MANIFEST), "run"
+    return ReportSource(
+        run_dir=run_dir,
+        manifest=manifest,
+        attribution=attribution,
+        attribution_manifest=att_manifest,
+        values=values,
+        steps=steps,
+        steps_of=steps_of,
+        train=train,
+        targets=targets,
+        train_folder=train_folder,
+        targets_folder=targets_folder,
+    )
+
+
+def list_attributions(run_dir: Path) -> list[str]:
+    root = Path(run_dir) / ATTRIBUTIONS_DIR
+    if not root.is_dir():
+        return []
+    return sorted(p.name for p in root.iterdir() if (p / ATTRIBUTION_MANIFEST).is_file())
+
+
+def _input_folders(manifest: dict[str, Any]) -> tuple[Path | None, Path | None]:
+    """Absolute image folders: run.json's input_folders, else the config's paths.
+
+    Older runs only record the paths as typed at train time; those are resolved against
+    the current directory, which is right when the report runs where training ran.
+    """
+    recorded = manifest.get("input_folders")
+    if isinstance(recorded, dict):
+        return _folder(recorded.get("train")), _folder(recorded.get("targets"))
+    config = manifest.get("config", {})
+    return _folder(config.get("data")), _folder(config.get("targets"))
+
+
+def _folder(value: object) -> Path | None:
+    if not isinstance(value, str) or not value:
+        return None
+    return Path(value).expanduser().resolve()
+
+
+def _records(raw: object, where: str) -> dict[str, ImageRecord]:
+    if raw is None:
+        return {}
+    if not isinstance(raw, list):
+        raise DataError(f"{where} in the manifest is not a list of images")
+    records: dict[str, ImageRecord] = {}
+    for i, item in enumerate(raw):
+        if not isinstance(item, dict) or not isinstance(item.get("id"), str) or not isinstance(item.get("file_name"), str):
+            raise DataError(f"{where}[{i}] in the manifest lacks an id or file_name")
+        sha = item.get("sha256")
+        owner = item.get("owner")
+        records[item["id"]] = ImageRecord(
+            id=item["id"],
+            file_name=item["file_name"],
+            sha256=sha if isinstance(sha, str) and sha else None,
+            owner=owner if isinstance(owner, str) and owner else None,
+        )
+    return records
+
+
+def _open_attribution(run_dir: Path, manifest: dict[str, Any], name: str) -> tuple[Path, dict[str, Any]]:
+    if not _NAME.match(name):
+        raise UsageError(f"--attribution {name!r}: a name is one folder name (letters, digits, . _ -)")
+    att_dir = run_dir / ATTRIBUTIONS_DIR / name
+    path = att_dir / ATTRIBUTION_MANIFEST
+    if not path.is_file():
+        known = list_attributions(run_dir)
+        hint = f"known: {', '.join(known)}" if known else "the run has none (make one with `royalty attribute`)"
+        raise InputMissingError(f"no attribution {name!r} in {run_dir}: {path} is missing; {hint}")
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise DataError(f"{path} is not valid JSON: {exc}") from exc
+    if not isinstance(doc, dict) or "format_version" not in doc:
+        raise DataError(f"{path} has no format_version: not a royalty attribution manifest")
+    run_id = manifest.get("run_id")
+    if doc.get("run_id") != run_id:
+        raise DataError(
+            f"{path} belongs to run {doc.get('run_id')!r}, not to this run ({run_id!r}): "
+            "it was copied from another run folder"
+        )
+    return att_dir, doc
+
+
+def _verify_attribution_values(att_dir: Path, doc: dict[str, Any]) -> str:
+    path = att_dir / run_folder.VALUES
+    if not path.is_file():
+        raise InputMissingError(f"{path} is missing")
+    outputs = doc.get("outputs")
+    recorded = outputs.get(run_folder.VALUES) if isinstance(outputs, dict) else None
+    actual = sha256_file(path)
+    if recorded != actual:
+        raise DataError(
+            f"{path} does not match {ATTRIBUTION_MANIFEST} (sha256 {actual[:12]}…, recorded "
+            f"{str(recorded)[:12]}…): the attribution was modified after it was computed"
+        )
+    return actual
+
+
+def _read_values(path: Path, digest: str, basis: Basis) -> Values:
+    column = BASIS_COLUMN[basis]
+    try:
+        names = pq.read_schema(path).names
+    except (OSError, pa.ArrowException) as exc:
+        raise DataError(f"{path} is not a readable parquet file: {exc}") from exc
+    if basis is Basis.SPECIFIC and column not in names:
+        raise UsageError(
+            f"--basis specific needs the {column} column, and {path} has none: the run was trained "
+            "without a reference set (use --basis raw)"
+        )
+    missing = [c for c in ("sample_id", "owner", "target_id", column) if c not in names]
+    if missing:
+        raise DataError(f"{path} lacks column(s) {', '.join(missing)}")
+    try:
+        table = pq.read_table(path, columns=["sample_id", "owner", "target_id", column])
+    except (OSError, pa.ArrowException) as exc:
+        raise DataError(f"{path} cannot be read: {exc}") from exc
+    # payout's validation: strings, finite numbers, one owner per sample, no duplicate pairs.
+    coded = values_from_table(table, column, path)
+    sample_ids = np.asarray(table.column("sample_id").cast(pa.string()).to_pylist(), dtype=object)
+    return Values(coded=coded, sample_ids=sample_ids, path=path, sha256=digest)
+
+
+def _read_steps(folder: Path, manifest: dict[str, Any], manifest_name: str) -> pa.Table | None:
+    """steps.parquet, verified; None where none was recorded (the report says so)."""
+    recorded = (manifest.get("outputs") or {}).get(run_folder.STEPS)
+    if recorded is None:
+        return None
+    path = folder / run_folder.STEPS
+    if not path.is_file():
+        raise InputMissingError(f"{path} is missing")
+    actual = sha256_file(path)
+    if actual != recorded:
+        raise DataError(
+            f"{path} does not match {manifest_name} (sha256 {actual[:12]}…, recorded {str(recorded)[:12]}…): "
+            "it was modified after it was written"
+        )
+    try:
+        table = pq.read_table(path)
+    except (OSError, pa.ArrowException) as exc:
+        raise DataError(f"{path} cannot be read: {exc}") from exc
+    missing = [c for c in ("step", "target_loss_before", "target_loss_after", "value_sum") if c not in table.column_names]
+    if missing:
+        raise DataError(f"{path} lacks column(s) {', '.join(missing)}")
+    return table
