@@ -80,7 +80,8 @@ def owner_shares_png(shares: tuple[OwnerShare, ...], colours: dict[str, str]) ->
         labels.append(f"{len(rest)} others")
         widths.append(100 * sum(s.share for s in rest))
         bar_colours.append(MUTED)
-    fig, (ax,) = _figure(6.4, 0.5 + 0.42 * len(labels))
+    # As tall as the value histogram beside it on the page, taller when owners need the room.
+    fig, (ax,) = _figure(6.4, max(3.4, 0.5 + 0.42 * len(labels)))
     y = np.arange(len(labels))[::-1]
     ax.barh(y, widths, color=bar_colours, height=0.66)
     ax.set_yticks(y, labels)
