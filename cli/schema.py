@@ -12,10 +12,12 @@ from royalty.cli.app import app
 from royalty.cli.console import write_stdout
 from royalty.errors import UsageError
 from royalty.payout.schema import payout_schema
+from royalty.report.schema import report_schema
 
 # Document name → schema builder. Commands that add a JSON document register it here.
 SCHEMAS: dict[str, Callable[[], dict[str, Any]]] = {
     "payout": payout_schema,
+    "report": report_schema,
 }
 
 

@@ -17,6 +17,8 @@ from typing import IO
 from royalty.errors import IOFailure, OutputError
 
 _CHUNK = 1 << 20
+_UMASK = os.umask(0)
+os.umask(_UMASK)  # read once at import: os.umask can only be read by setting it
 
 
 @contextlib.contextmanager
@@ -32,6 +34,8 @@ def atomic_path(dest: str | os.PathLike[str]) -> Iterator[Path]:
         fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
     except OSError as exc:
         raise OutputError(f"cannot create {dest}: {exc.strerror or exc}") from exc
+    # mkstemp makes the file 0600; a written output gets the mode a plain open() would give
+    os.fchmod(fd, 0o666 & ~_UMASK)
     os.close(fd)
     tmp_path = Path(tmp)
     try:
