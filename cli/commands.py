@@ -7,3 +7,4 @@ from royalty.cli import report  # noqa: F401
 from royalty.cli import generate  # noqa: F401
 from royalty.cli import attribute  # noqa: F401
 from royalty.cli import audit  # noqa: F401
+from royalty.cli import audit  # noqa: F401

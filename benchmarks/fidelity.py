@@ -1,0 +1,131 @@
+"""Fidelity of in-run values against retraining, on sample_data (issue 6).
+
+    python benchmarks/fidelity.py [--out runs/fidelity] [--seeds 2]
+
+Trains four sample_data runs — SGD and AdamW, first and second order — and runs
+`royalty audit RUN --owners all --seeds 2` on each, then prints the markdown table
+BENCHMARKS.md quotes. AdamW is the README's main-job recipe; SGD uses the same warm-up
+length and valued steps at lr 0.01 (warm-up lr 0.01 too: SGD at 0.001 barely moves a
+model trained from scratch).
+
+A run already in --out with the same recipe is reused. Orders 1 and 2 of one optimizer
+train the same trajectory, so they play the same retraining game (the audit's
+fingerprint leaves `--order` out): the order-2 audit starts from the order-1 audit's
+stored retrainings, and only a fingerprint match lets it use them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+COMMON = ["--warmup-steps", "100", "--steps", "50", "--timestep-draws", "2", "--target-max-timestep", "100", "--seed", "0"]
+RECIPES = {
+    "sgd": ["--optimizer", "sgd", "--warmup-lr", "0.01", "--lr", "0.01"],
+    "adamw": ["--optimizer", "adamw", "--warmup-lr", "0.001", "--lr", "0.0002"],
+}
+
+
+def royalty(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "royalty.cli", *args], capture_output=True, text=True, cwd=ROOT)
+
+
+def train(out: Path, optimizer: str, order: int) -> float:
+    """Train unless a finished run with this recipe is there; returns seconds spent."""
+    recipe = [*COMMON, *RECIPES[optimizer], "--order", str(order)]
+    manifest = out / "run.json"
+    if manifest.is_file():
+        config = json.loads(manifest.read_text())["config"]
+        expected = dict(zip(recipe[::2], recipe[1::2]))
+        if all(str(config[k.lstrip("-").replace("-", "_")]) == v for k, v in expected.items()):
+            return 0.0
+    started = time.monotonic()
+    proc = royalty("train", "sample_data/train", "--targets", "sample_data/targets", "--out", str(out),
+                   "--force", "--quiet", *recipe)
+    if proc.returncode:
+        raise SystemExit(f"training {out} failed ({proc.returncode}):\n{proc.stderr}")
+    return time.monotonic() - started
+
+
+def audit(out: Path, seeds: int) -> tuple[dict, float]:
+    started = time.monotonic()
+    proc = royalty("audit", str(out), "--owners", "all", "--seeds", str(seeds), "--quiet")
+    if proc.returncode:
+        raise SystemExit(f"audit of {out} failed ({proc.returncode}):\n{proc.stderr}")
+    return json.loads(proc.stdout), time.monotonic() - started
+
+
+def share_audit_state(source: Path, dest: Path) -> None:
+    """Seed the order-2 run's audit state with the order-1 run's (same game, same fingerprint)."""
+    if (source / "audit").is_dir() and not (dest / "audit").exists():
+        shutil.copytree(source / "audit", dest / "audit")
+
+
+def fmt(x, digits: int = 2) -> str:
+    if x is None:
+        return "–"
+    return f"{x:.{digits}f}"
+
+
+def row(name: str, doc: dict, seconds: float) -> str:
+    raw = doc["summary"]["raw"]
+    vs, one, floor = raw["in_run_vs_retraining"], raw["in_run_vs_one_seed"], raw["noise_floor"] or {}
+    spec = (doc["summary"].get("specific") or {}).get("in_run_vs_retraining") or {}
+    first = (doc["summary"].get("first_order_only") or {}).get("in_run_vs_retraining")
+    so = doc["second_order"] or {}
+    gap_first = so.get("first_order", {}).get("relative_gap")
+    gap_both = (so.get("with_second_order") or {}).get("relative_gap")
+    cost = doc["cost"]
+    return (
+        f"| {name} | {fmt(vs['spearman_mean'])} | {fmt(one['spearman_mean'])} | {fmt(floor.get('spearman_mean'))} "
+        f"| {fmt(vs['top_owner_agreement'])} | {fmt(floor.get('top_owner_agreement'))} "
+        f"| {fmt(vs['l1_share_distance'])} | {fmt(floor.get('l1_share_distance'))} "
+        f"| {fmt(vs['sign_agreement'])} | {fmt(vs['overall']['spearman'])} | {fmt(spec.get('spearman_mean'))} "
+        f"| {fmt(first['spearman_mean']) if first else '–'} "
+        f"| {fmt(gap_first)}{' → ' + fmt(gap_both) if gap_both is not None else ''} "
+        f"| {cost['retrainings_run_now']} × {fmt(cost['seconds_per_retraining'], 0)} s, {seconds:.0f} s |"
+    )
+
+
+HEADER = (
+    "| run | Spearman vs retraining | vs one seed | noise floor (seed vs seed) | top owner vs retraining "
+    "| top owner, noise floor | L1 shares vs retraining | L1, noise floor | sign agreement | Spearman of owner totals "
+    "| Spearman, specific | Spearman, first order only | efficiency gap per target (1st → 1st+2nd) | audit cost |\n"
+    "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=ROOT / "runs" / "fidelity")
+    parser.add_argument("--seeds", type=int, default=2)
+    parser.add_argument("--runs", type=lambda t: t.split(","), default=None,
+                        help="comma-separated subset of sgd-o1,adamw-o1,sgd-o2,adamw-o2 (default: all)")
+    args = parser.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    print(HEADER, flush=True)
+    # order 1 first: the order-2 runs then replay stored games and cost only their training
+    for order in (1, 2):
+        for optimizer in ("sgd", "adamw"):
+            name = f"{optimizer}-o{order}"
+            if args.runs and name not in args.runs:
+                continue
+            run = args.out / name
+            train_seconds = train(run, optimizer, order)
+            if order == 2:
+                share_audit_state(args.out / f"{optimizer}-o1", run)
+            doc, seconds = audit(run, args.seeds)
+            (args.out / f"{name}.audit.json").write_text(json.dumps(doc, indent=2, sort_keys=True) + "\n")
+            print(row(name, doc, seconds), flush=True)
+            print(f"{name}: trained in {train_seconds:.0f} s, audited in {seconds:.0f} s; checks {doc['checks']}",
+                  file=sys.stderr, flush=True)
+
+
+if __name__ == "__main__":
+    main()
