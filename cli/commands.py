@@ -7,4 +7,3 @@ from royalty.cli import report  # noqa: F401
 from royalty.cli import generate  # noqa: F401
 from royalty.cli import attribute  # noqa: F401
 from royalty.cli import audit  # noqa: F401
-from royalty.cli import audit  # noqa: F401
