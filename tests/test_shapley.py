@@ -158,3 +158,48 @@ def test_agreement_metrics_by_hand() -> None:
     # owner totals: a = (3, 3, 2), b = (4, 4, 5): a's tie goes to the first owner, b's top is the last
     assert m["overall"]["top_owner_agrees"] is False
     assert m["overall"]["spearman"] == pytest.approx(-1.0)
+
+
+def _records(plan, base, worth, seeds):
+    """Stored retrainings of an additive game: training on T lowers each target by Σ worth."""
+    from royalty.attribution.audit_state import Retraining
+
+    return {
+        (owners, s): Retraining(owners, s, tuple(base - sum(worth[o] for o in owners)), 1.0, "")
+        for owners, s in plan.work()
+        if s < seeds
+    }
+
+
+def test_sampled_audit_plan_covers_its_orders_and_recovers_an_additive_game() -> None:
+    from royalty.attribution.audit import GamePlan, shapley_by_seed
+
+    players = tuple("abcdefg")  # 7 owners: sampled
+    perms = tuple(sample_permutations(players, 3, seed=0))
+    plan = GamePlan(players, frozenset({"z"}), seeds=2, permutations=perms)
+    work = plan.work()
+    assert len(work) == len(set(work)) and all("z" in owners for owners, _ in work)
+    assert (frozenset({"z"}), 0) in work  # the background alone: the game's zero point
+    worth = {p: np.array([float(i + 1), -float(i)]) for i, p in enumerate(players)} | {"z": np.array([5.0, 5.0])}
+    base = np.array([10.0, 10.0])
+    seeds = shapley_by_seed(plan, base, _records(plan, base, worth, seeds=1))
+    assert sorted(seeds) == [0]  # seed 1 has no retrainings: left out, not guessed
+    assert seeds[0]["permutations"] == 3
+    for p in players:  # additive: every order gives each owner its own worth; background excluded
+        np.testing.assert_allclose(seeds[0]["shapley"][p], worth[p], atol=1e-12)
+        np.testing.assert_allclose(seeds[0]["loo"][p], worth[p], atol=1e-12)
+
+
+def test_exact_audit_plan_trains_every_coalition_once_per_seed() -> None:
+    from royalty.attribution.audit import GamePlan, shapley_by_seed
+
+    plan = GamePlan(("a", "b", "c"), frozenset(), seeds=2, permutations=())
+    work = plan.work()
+    assert len(work) == 2 * 7 and [s for _, s in work] == [0] * 7 + [1] * 7  # seed 0 complete first
+    worth = {"a": np.array([1.0]), "b": np.array([2.0]), "c": np.array([-0.5])}
+    records = _records(plan, np.array([3.0]), worth, seeds=2)
+    del records[(frozenset("ab"), 1)]
+    seeds = shapley_by_seed(plan, np.array([3.0]), records)
+    assert sorted(seeds) == [0]  # an incomplete seed is not used
+    for p in worth:
+        np.testing.assert_allclose(seeds[0]["shapley"][p], worth[p], atol=1e-12)
