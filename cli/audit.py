@@ -75,10 +75,23 @@ def audit_command(
     for note in doc["notes"]:
         console.print(f"[yellow]note:[/] {note}", highlight=False)
     if fmt is AuditFormat.table:
-        render_table(doc, Console(soft_wrap=True, highlight=False))  # stdout: the table is the document
+        out = Console(soft_wrap=True, highlight=False)  # stdout: the table is the document
+        if not out.is_terminal:
+            out.width = 160  # a file or pipe: no terminal width to fit, keep rows on one line
+        render_table(doc, out)
         return
     render_table(doc, console)
     write_stdout(json.dumps(doc, indent=2, sort_keys=True))
+
+
+LABELS = {
+    "in_run_vs_retraining": "in-run vs retraining",
+    "in_run_vs_one_seed": "in-run vs one seed",
+    "noise_floor": "seed vs seed",
+    "first_order_only": "first order",
+    "leave_one_out_vs_retraining": "leave-one-out",
+    "": "vs retraining",
+}
 
 
 def _fmt(x: Any, digits: int = 3) -> str:
@@ -99,7 +112,7 @@ def render_table(doc: dict[str, Any], console: Console) -> None:
     if doc["summary"] is None:
         console.print("no seed is complete yet: run the audit again to go on")
         return
-    table = Table(title="agreement (mean over targets)")
+    table = Table(title="agreement (mean over targets; overall: on the owners' totals)")
     for column in ("basis", "comparison", "Spearman", "sign agree", "L1 shares", "top owner", "overall Spearman", "overall L1"):
         table.add_column(column, justify="left" if column in ("basis", "comparison") else "right")
     for basis, comparisons in doc["summary"].items():
@@ -108,7 +121,7 @@ def render_table(doc: dict[str, Any], console: Console) -> None:
             if m is None:
                 continue
             table.add_row(
-                basis, name.replace("_", " "), _fmt(m["spearman_mean"]), _fmt(m["sign_agreement"]),
+                LABELS.get(basis, basis), LABELS.get(name, name), _fmt(m["spearman_mean"]), _fmt(m["sign_agreement"]),
                 _fmt(m["l1_share_distance"]), _fmt(m["top_owner_agreement"]),
                 _fmt(m["overall"]["spearman"]), _fmt(m["overall"]["l1_share_distance"]),
             )
