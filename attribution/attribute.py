@@ -10,7 +10,6 @@ can pay for the new images with the same checks as the run's own values.
 from __future__ import annotations
 
 import json
-import re
 import shutil
 import time
 from dataclasses import dataclass
@@ -22,16 +21,14 @@ import pandas as pd
 from royalty import __version__
 from royalty.atomic import atomic_path, sha256_file, write_text
 from royalty.attribution import run_folder
+from royalty.attribution.attribution_folder import MANIFEST, NAME_PATTERN, attribution_dir
 from royalty.attribution.data import inputs_manifest, load_targets
 from royalty.attribution.recorded import open_recorded, reference_values
 from royalty.attribution.trajectory import ProgressFn
 from royalty.attribution.values_table import values_frame
-from royalty.errors import DataError, InputMissingError, OutputError, UsageError
+from royalty.errors import OutputError, UsageError
 
 MODES = ("replay", "checkpoints")
-ATTRIBUTIONS_DIR = "attributions"
-MANIFEST = "attribution.json"
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 
 
 @dataclass(frozen=True)
@@ -45,19 +42,15 @@ class AttributeConfig:
     def __post_init__(self) -> None:
         if self.mode not in MODES:
             raise UsageError(f"--mode must be one of {', '.join(MODES)}, got {self.mode!r}")
-        if self.name is not None and not _NAME.match(self.name):
+        if self.name is not None and not NAME_PATTERN.match(self.name):
             raise UsageError(f"--name {self.name!r}: use letters, digits, '.', '_' and '-' (at most 100)")
 
     @property
     def label(self) -> str:
         name = self.name if self.name is not None else Path(self.images).resolve().name
-        if not _NAME.match(name):
+        if not NAME_PATTERN.match(name):
             raise UsageError(f"the folder name {name!r} cannot name an attribution: give --name")
         return name
-
-
-def attribution_dir(run: Path, name: str) -> Path:
-    return Path(run) / ATTRIBUTIONS_DIR / name
 
 
 def attribute(config: AttributeConfig, progress: ProgressFn | None = None) -> dict[str, Any]:
@@ -126,19 +119,3 @@ def _write(out: Path, frame: pd.DataFrame, log: list[dict[str, float]], doc: dic
     write_text(tmp / MANIFEST, json.dumps({**doc, "outputs": outputs}, indent=2, sort_keys=True) + "\n")
     shutil.rmtree(out, ignore_errors=True)
     tmp.rename(out)
-
-
-def read_attribution(run: Path, name: str) -> tuple[Path, dict[str, Any]]:
-    """An attribution folder and its manifest, its values verified against it."""
-    folder = attribution_dir(run, name)
-    path = folder / MANIFEST
-    if not path.is_file():
-        known = sorted(p.name for p in (Path(run) / ATTRIBUTIONS_DIR).glob("*") if (p / MANIFEST).is_file())
-        listed = f" (this run has: {', '.join(known)})" if known else " (this run has none)"
-        raise InputMissingError(f"no attribution named {name!r} in {run}{listed}")
-    try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise DataError(f"{path} is not valid JSON: {exc}") from exc
-    run_folder.verify_output(folder, doc, run_folder.VALUES)
-    return folder, doc

@@ -16,6 +16,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from royalty.attribution import run_folder
+from royalty.attribution.attribution_folder import read_attribution
 from royalty.errors import DataError, InputMissingError, UsageError
 from royalty.payout.policy import Basis
 
@@ -49,13 +50,8 @@ def open_run(run_dir: Path, attribution: str | None = None) -> VerifiedRun:
     run_dir = Path(run_dir)
     manifest = run_folder.read_manifest(run_dir)
     if attribution is not None:
-        from royalty.attribution.attribute import read_attribution
-
-        folder, doc = read_attribution(run_dir, attribution)
-        if doc.get("run_id") != manifest.get("run_id"):
-            raise DataError(f"{folder} was attributed to run {doc.get('run_id')!r}, not to {run_dir} ({manifest.get('run_id')!r})")
-        path = folder / run_folder.VALUES
-        return VerifiedRun(run_dir, manifest, doc["outputs"][run_folder.VALUES], path, attribution)
+        folder, _, digest = read_attribution(run_dir, manifest, attribution)
+        return VerifiedRun(run_dir, manifest, digest, folder / run_folder.VALUES, attribution)
     path = run_dir / run_folder.VALUES
     if not path.is_file():
         raise InputMissingError(f"{path} is missing: the run has no values to pay out")

@@ -7,8 +7,6 @@ same guarantee `royalty payout` gives.
 
 from __future__ import annotations
 
-import json
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,15 +17,12 @@ import pyarrow.parquet as pq
 
 from royalty.atomic import sha256_file
 from royalty.attribution import run_folder
+from royalty.attribution.attribution_folder import MANIFEST as ATTRIBUTION_MANIFEST
+from royalty.attribution.attribution_folder import read_attribution
 from royalty.errors import DataError, InputMissingError, UsageError
 from royalty.payout.policy import Basis
 from royalty.payout.values import BASIS_COLUMN, RunValues, values_from_table
 
-ATTRIBUTIONS_DIR = "attributions"
-ATTRIBUTION_MANIFEST = "attribution.json"
-
-# An attribution name is one folder inside RUN/attributions; nothing that could walk out.
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 
 @dataclass(frozen=True)
@@ -80,9 +75,8 @@ def load_source(run_dir: Path, basis: Basis, attribution: str | None = None) -> 
         targets = _records(manifest.get("inputs", {}).get("targets"), "inputs.targets")
         att_manifest = None
     else:
-        att_dir, att_manifest = _open_attribution(run_dir, manifest, attribution)
+        att_dir, att_manifest, digest = read_attribution(run_dir, manifest, attribution)
         values_path = att_dir / run_folder.VALUES
-        digest = _verify_attribution_values(att_dir, att_manifest)
         targets = _records(att_manifest.get("targets"), f"{att_dir / ATTRIBUTION_MANIFEST} targets")
         folder = att_manifest.get("images_folder")
         targets_folder = Path(folder) if isinstance(folder, str) and folder else None
@@ -105,13 +99,6 @@ def load_source(run_dir: Path, basis: Basis, attribution: str | None = None) -> 
         train_folder=train_folder,
         targets_folder=targets_folder,
     )
-
-
-def list_attributions(run_dir: Path) -> list[str]:
-    root = Path(run_dir) / ATTRIBUTIONS_DIR
-    if not root.is_dir():
-        return []
-    return sorted(p.name for p in root.iterdir() if (p / ATTRIBUTION_MANIFEST).is_file())
 
 
 def _input_folders(manifest: dict[str, Any]) -> tuple[Path | None, Path | None]:
@@ -151,45 +138,6 @@ def _records(raw: object, where: str) -> dict[str, ImageRecord]:
             owner=owner if isinstance(owner, str) and owner else None,
         )
     return records
-
-
-def _open_attribution(run_dir: Path, manifest: dict[str, Any], name: str) -> tuple[Path, dict[str, Any]]:
-    if not _NAME.match(name):
-        raise UsageError(f"--attribution {name!r}: a name is one folder name (letters, digits, . _ -)")
-    att_dir = run_dir / ATTRIBUTIONS_DIR / name
-    path = att_dir / ATTRIBUTION_MANIFEST
-    if not path.is_file():
-        known = list_attributions(run_dir)
-        hint = f"known: {', '.join(known)}" if known else "the run has none (make one with `royalty attribute`)"
-        raise InputMissingError(f"no attribution {name!r} in {run_dir}: {path} is missing; {hint}")
-    try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise DataError(f"{path} is not valid JSON: {exc}") from exc
-    if not isinstance(doc, dict) or "format_version" not in doc:
-        raise DataError(f"{path} has no format_version: not a royalty attribution manifest")
-    run_id = manifest.get("run_id")
-    if doc.get("run_id") != run_id:
-        raise DataError(
-            f"{path} belongs to run {doc.get('run_id')!r}, not to this run ({run_id!r}): "
-            "it was copied from another run folder"
-        )
-    return att_dir, doc
-
-
-def _verify_attribution_values(att_dir: Path, doc: dict[str, Any]) -> str:
-    path = att_dir / run_folder.VALUES
-    if not path.is_file():
-        raise InputMissingError(f"{path} is missing")
-    outputs = doc.get("outputs")
-    recorded = outputs.get(run_folder.VALUES) if isinstance(outputs, dict) else None
-    actual = sha256_file(path)
-    if recorded != actual:
-        raise DataError(
-            f"{path} does not match {ATTRIBUTION_MANIFEST} (sha256 {actual[:12]}…, recorded "
-            f"{str(recorded)[:12]}…): the attribution was modified after it was computed"
-        )
-    return actual
 
 
 def _read_values(path: Path, digest: str, basis: Basis) -> Values:
