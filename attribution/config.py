@@ -12,6 +12,10 @@ from typing import Any
 from royalty.errors import DataError, UsageError
 
 ESTIMATORS = ("exact", "fresh", "subset")
+MIXED_PRECISION = ("no", "bf16")
+# Options added after runs were first recorded: at these values they are left out of the
+# recipe hash, so a run recorded before they existed keeps its recipe and run id.
+_LATER_DEFAULTS = {"gradient_accumulation_steps": 1, "mixed_precision": "no"}
 REFERENCE_TARGETS_MEAN = "targets-mean"
 REFERENCE_NONE = "none"
 
@@ -41,6 +45,9 @@ class TrainConfig:
     warmup_steps: int = 0  # plain steps on the pooled data before the attributed phase
     warmup_lr: float | None = None  # learning rate of the warm-up (default: lr)
     freeze: tuple[str, ...] = ()  # fnmatch patterns of parameter names kept fixed
+    # a step's batch is this many micro-batches of batch_size rows (over all processes)
+    gradient_accumulation_steps: int = 1
+    mixed_precision: str = "no"  # "bf16": autocast of the training forward; values in float32/64
 
     def __post_init__(self) -> None:
         if self.steps is not None and self.epochs is not None:
@@ -69,12 +76,21 @@ class TrainConfig:
             raise UsageError(f"--warmup-lr must be positive, got {self.warmup_lr}")
         if self.checkpoint_every < 0 or self.warmup_steps < 0:
             raise UsageError("--checkpoint-every and --warmup-steps cannot be negative")
+        if self.gradient_accumulation_steps < 1:
+            raise UsageError(f"--gradient-accumulation-steps must be at least 1, got {self.gradient_accumulation_steps}")
+        if self.mixed_precision not in MIXED_PRECISION:
+            raise UsageError(f"--mixed-precision must be one of {', '.join(MIXED_PRECISION)}, got {self.mixed_precision!r}")
+
+    @property
+    def step_batch_size(self) -> int:
+        """Rows one optimizer step averages over: the union of its micro-batches."""
+        return self.batch_size * self.gradient_accumulation_steps
 
     def total_steps(self, n_train: int) -> int:
         if self.steps is not None:
             return self.steps
         epochs = self.epochs if self.epochs is not None else 1.0
-        return max(1, -(-int(round(epochs * n_train)) // self.batch_size))
+        return max(1, -(-int(round(epochs * n_train)) // self.step_batch_size))
 
     def to_json(self) -> dict[str, Any]:
         return {k: (str(v) if isinstance(v, Path) else v) for k, v in dataclasses.asdict(self).items()}
@@ -97,5 +113,5 @@ class TrainConfig:
 
     def recipe_hash(self) -> str:
         """What must match for --resume to continue a run: everything but paths of outputs."""
-        recipe = {k: v for k, v in self.to_json().items() if k not in ("out",)}
+        recipe = {k: v for k, v in self.to_json().items() if k not in ("out",) and _LATER_DEFAULTS.get(k, object()) != v}
         return hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()

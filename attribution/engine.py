@@ -12,14 +12,14 @@ and, for order 2, the curvature term −½ (η/B)² ∇ℓ(z)ᵀ P H_k P Σ_j �
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from royalty.attribution.capture import Covered, capturing
+from royalty.attribution.capture import Capture, Covered, capturing
 from royalty.attribution.paths import (
     DEFAULT_MATERIALIZE_LIMIT,
     PathName,
@@ -47,6 +47,9 @@ class EngineConfig:
     # On the first step, check Σ of the per-sample gradients equals the gradient autograd
     # computed: catches a parameter used outside its module's forward.
     self_check: bool = True
+    # Relative tolerance of that check; None: by the parameters' dtype. Mixed precision
+    # (bf16 autocast) rounds autograd's gradient to 8 bits of mantissa: it needs more.
+    self_check_rtol: float | None = None
 
     def __post_init__(self) -> None:
         if self.order not in (1, 2):
@@ -63,6 +66,7 @@ class StepValues:
     train_loss: float  # mean training loss at w_t
     target_losses: torch.Tensor  # [K] float64: ℓ_T(w_t, x_k)
     paths: dict[str, PathName]  # the path each parameter took
+    row_losses: torch.Tensor | None = None  # [B] this call's training losses, micro-batches in order
 
     @property
     def total(self) -> torch.Tensor:
@@ -109,37 +113,58 @@ class ValueEngine:
 
     def step(
         self,
-        train_losses: LossFn,
+        train_losses: LossFn | Sequence[LossFn],
         target_losses: RowLossFn,
         target_index: torch.Tensor,
         n_targets: int,
         lr: float,
         preconditioner: Callable[[Mapping[str, torch.Tensor]], Mapping[str, torch.Tensor]] | None = None,
+        finish_grads: Callable[[], None] | None = None,
+        step_rows: int | None = None,
     ) -> StepValues:
         """Backward the mean training loss into `.grad` (as plain training does) and value it.
 
+        `train_losses` is one loss function, or one per micro-batch (gradient accumulation:
+        each is backwarded in turn, `.grad` accumulating). `finish_grads()` runs after the
+        last backward and before P and the values are taken from `.grad`: it turns the
+        accumulated local gradients into the step's gradient (accumulation scaling, the
+        data-parallel all-reduce). `step_rows` is the number of rows the step's update
+        averages over, across micro-batches and processes (None: this call's rows); the
+        values are (η / step_rows)⟨P ∇ℓ_T, ∇ℓ(z)⟩ for this call's rows.
         `target_losses(None)` returns one loss per target row (`target_losses(rows)` those
         rows only); row r belongs to target `target_index[r]`, and a target's loss is the
         mean of its rows.
         `preconditioner(grads)` returns P (same shapes) from this step's gradients.
         """
-        # 1. the training batch: exactly the backward plain training runs
-        with capturing(self.covered) as cap:
-            losses = train_losses()
-            loss = losses.mean()
-            loss.backward()
-        train = cap.collect()
-        n_train = losses.shape[0]
+        micro = (train_losses,) if callable(train_losses) else tuple(train_losses)
+        # 1. the training batch: exactly the backward plain training runs (per micro-batch)
+        trains: list[dict[str, PerSample]] = []
+        row_losses: list[torch.Tensor] = []
+        for fn in micro:
+            with capturing(self.covered) as cap:
+                losses = fn()
+                loss = losses.mean()
+                loss.backward()
+            _upcast(cap)
+            train = cap.collect()
+            if not self._checked:  # against this micro-batch's gradient alone
+                self._self_check(train, {n: p.grad for n, p in self.params.items()})
+                self._checked = True
+            trains.append(train)
+            row_losses.append(losses.detach())
+        if finish_grads is not None:
+            finish_grads()
         grads = {n: p.grad for n, p in self.params.items()}
-        if not self._checked:
-            self._self_check(train, grads)
-            self._checked = True
+        sizes = [int(r.shape[0]) for r in row_losses]
+        n_train = sum(sizes)
+        rows_total = step_rows if step_rows is not None else n_train
 
         # 2. the targets at the same weights: output gradients only, no weight gradients
         counts = torch.bincount(target_index, minlength=n_targets)
         if bool((counts == 0).any()):
             raise ValueError("every target needs at least one row")
-        weights = 1.0 / counts.to(losses.dtype)
+        # the parameters' dtype, never the training loss's: under autocast that can be bf16
+        weights = 1.0 / counts.to(next(iter(self.params.values())).dtype)
         with capturing(self.covered, grab_grads=False) as tcap:
             rows = target_losses(None)
             per_target = torch.zeros(n_targets, dtype=rows.dtype, device=rows.device).index_add(0, target_index, rows * weights[target_index].to(rows.dtype))
@@ -150,34 +175,40 @@ class ValueEngine:
         n_target_rows = rows.shape[0]
 
         precond = dict(preconditioner(grads)) if preconditioner is not None else None
-        first = torch.zeros(n_train, n_targets, dtype=torch.float64, device=losses.device)
+        firsts: list[torch.Tensor] = []
         chosen: dict[str, PathName] = {}
-        for name in self.params:
-            tr, tg = train[name], target[name]
-            path = self._path(name, tr, tg, n_target_rows, n_targets, dense_target=precond is not None)
-            chosen[name] = path
-            if path == "ghost":
-                assert isinstance(tr, Factored) and isinstance(tg, Factored)
-                d = dots_ghost(tr, tg, target_index, n_targets)
-            else:
-                u = target_sums(tg, target_index, n_targets)
-                if precond is not None:
-                    u = u * _as_rows(precond[name], tr).unsqueeze(0)
-                d = dots_dense(tr, u, path)
-            first += d.to(torch.float64)
-        # captured train gradients are of the *mean* loss, i.e. ∇ℓ(z)/B already
-        first *= lr
+        for train, size in zip(trains, sizes):
+            first = torch.zeros(size, n_targets, dtype=torch.float64, device=losses.device)
+            for name in self.params:
+                tr, tg = train[name], target[name]
+                path = self._path(name, tr, tg, n_target_rows, n_targets, dense_target=precond is not None)
+                chosen[name] = path
+                if path == "ghost":
+                    assert isinstance(tr, Factored) and isinstance(tg, Factored)
+                    d = dots_ghost(tr, tg, target_index, n_targets)
+                else:
+                    u = target_sums(tg, target_index, n_targets)
+                    if precond is not None:
+                        u = u * _as_rows(precond[name], tr).unsqueeze(0)
+                    d = dots_dense(tr, u, path)
+                first += d.to(torch.float64)
+            # captured train gradients are of the micro-batch's *mean* loss, i.e. ∇ℓ(z)/size;
+            # the step averages over rows_total rows (× 1.0 exactly when they are the same)
+            first *= lr
+            first *= size / rows_total
+            firsts.append(first)
 
-        second = torch.zeros_like(first)
+        seconds = [torch.zeros_like(f) for f in firsts]
         if self.config.order == 2:
-            second = self._second_order(target_losses, target_index, n_targets, train, grads, precond, chosen, n_train, lr)
+            seconds = self._second_order(target_losses, target_index, n_targets, trains, sizes, grads, precond, chosen, rows_total, lr)
 
         return StepValues(
-            first=first,
-            second=second,
-            train_loss=float(loss.detach()),
+            first=firsts[0] if len(firsts) == 1 else torch.cat(firsts),
+            second=seconds[0] if len(seconds) == 1 else torch.cat(seconds),
+            train_loss=float(loss.detach()) if len(micro) == 1 else float(torch.cat(row_losses).mean()),
             target_losses=per_target.detach().to(torch.float64),
             paths=chosen,
+            row_losses=torch.cat(row_losses),
         )
 
     # -- helpers -----------------------------------------------------------------
@@ -202,7 +233,9 @@ class ValueEngine:
         for name, g in grads.items():
             rep = train[name]
             summed = (rep.materialize().sum(0) if isinstance(rep, Factored) else rep.g.sum(0)).reshape(g.shape)
-            tol = 1e-3 if g.dtype in (torch.float32, torch.float16, torch.bfloat16) else 1e-8
+            tol = self.config.self_check_rtol
+            if tol is None:
+                tol = 1e-3 if g.dtype in (torch.float32, torch.float16, torch.bfloat16) else 1e-8
             if float((summed - g).abs().max()) > tol * max(float(g.abs().max()), floor):
                 bad.append(name)
         if bad:
@@ -217,26 +250,33 @@ class ValueEngine:
         target_losses: RowLossFn,
         target_index: torch.Tensor,
         n_targets: int,
-        train: Mapping[str, PerSample],
+        trains: Sequence[Mapping[str, PerSample]],
+        sizes: Sequence[int],
         grads: Mapping[str, torch.Tensor],
         precond: Mapping[str, torch.Tensor] | None,
         chosen: dict[str, PathName],
-        n_train: int,
+        rows_total: int,
         lr: float,
-    ) -> torch.Tensor:
+    ) -> list[torch.Tensor]:
         names = list(self.params)
         params = [self.params[n] for n in names]
-        # v = P Σ_j ∇ℓ(z_j); `.grad` holds the mean, so Σ = B · grad
-        v = [grads[n] * n_train * (precond[n] if precond is not None else 1.0) for n in names]
+        # v = P Σ_j ∇ℓ(z_j) over the step's whole batch; `.grad` holds its mean
+        v = [grads[n] * rows_total * (precond[n] if precond is not None else 1.0) for n in names]
         hv = hessian_vector_products(target_losses, target_index, n_targets, params, v)
-        out = torch.zeros(n_train, n_targets, dtype=torch.float64, device=v[0].device)
-        for name, h in zip(names, hv):
-            tr = train[name]
-            u = h if precond is None else h * precond[name].unsqueeze(0)
-            path = chosen[name] if chosen[name] != "ghost" else "materialize"
-            out += dots_dense(tr, _as_rows(u, tr), path).to(torch.float64)
-        # train reps are ∇ℓ(z)/B, so out = (1/B) ∇ℓ(z)ᵀ P H P Σ∇ℓ; the term is −½ η² / B · out
-        return out * (-0.5 * lr * lr / n_train)
+        outs = []
+        for train, size in zip(trains, sizes):
+            out = torch.zeros(size, n_targets, dtype=torch.float64, device=v[0].device)
+            for name, h in zip(names, hv):
+                tr = train[name]
+                u = h if precond is None else h * precond[name].unsqueeze(0)
+                path = chosen[name] if chosen[name] != "ghost" else "materialize"
+                out += dots_dense(tr, _as_rows(u, tr), path).to(torch.float64)
+            # train reps are ∇ℓ(z)/size, so out = (1/size) ∇ℓ(z)ᵀ P H P Σ∇ℓ; the term is
+            # −½ (η/B)² ∇ℓ(z)ᵀ P H P Σ∇ℓ = out · (−½ η² / B) · (size / B), B = rows_total
+            out = out * (-0.5 * lr * lr / rows_total)
+            out *= size / rows_total
+            outs.append(out)
+        return outs
 
 
 def hessian_vector_products(
@@ -266,3 +306,22 @@ def _as_rows(t: torch.Tensor, rep: PerSample) -> torch.Tensor:
         g, _, d, p = rep.dims
         return t.reshape(*t.shape[: t.dim() - len(rep.shape)], g, d, p)
     return t
+
+
+_LOW_PRECISION = (torch.float16, torch.bfloat16)
+
+
+def _upcast(cap: Capture) -> None:
+    """Mixed precision: the rules compute per-sample gradients in float32.
+
+    Under autocast a layer's input and output gradient can be bf16; the per-sample
+    gradients are then the float32 products of those bf16 factors — the gradient the
+    low-precision step used, up to the rounding of autograd's own bf16 products.
+    Float32 captures are left untouched (a full-precision run is bit-identical).
+    """
+    for call in cap.calls:
+        if call.x.dtype in _LOW_PRECISION:
+            call.x = call.x.float()
+    for i, g in enumerate(cap.grads):
+        if g is not None and g.dtype in _LOW_PRECISION:
+            cap.grads[i] = g.float()

@@ -27,13 +27,14 @@ from royalty.atomic import atomic_path, sha256_file, sha256_tree, write_text
 from royalty.attribution import checkpoint, run_folder
 from royalty.attribution.config import REFERENCE_NONE, REFERENCE_TARGETS_MEAN, TrainConfig
 from royalty.attribution.data import ImageTable, inputs_manifest, load_targets, load_training_data
+from royalty.attribution.distributed import Dist, barrier, same_everywhere, shard_rows
 from royalty.attribution.diffusion import build_default_unet, check_resolution, default_scheduler, load_model
 from royalty.attribution.engine import EngineConfig, ValueEngine, plan_model
 from royalty.attribution.optim import adamw_preconditioner, make_optimizer
 from royalty.attribution.targets import TargetPlan
 from royalty.attribution.values_table import values_frame
-from royalty.attribution.trajectory import ProgressFn, Tally, Valued, valued_steps, warm_up, weights_sha256
-from royalty.errors import OutputError, UsageError
+from royalty.attribution.trajectory import ProgressFn, Parallel, Tally, Valued, valued_steps, warm_up, weights_sha256
+from royalty.errors import OutputError, TrainingError, UsageError
 
 MARKER = ".royalty-run"  # written first into a run folder: says whose it is
 
@@ -50,8 +51,13 @@ class Prepared:
     total_steps: int
 
 
-def prepare(config: TrainConfig, resume: bool = False, force: bool = False) -> Prepared:
-    """Every check that can fail, before anything is trained or written."""
+def prepare(config: TrainConfig, resume: bool = False, force: bool = False, dist: Dist = Dist()) -> Prepared:
+    """Every check that can fail, before anything is trained or written.
+
+    Under a launcher every process runs these same checks on the same inputs, so a bad
+    input fails on all of them alike; none writes anything before all have passed.
+    """
+    shard_rows(dist, config.batch_size)
     unet, scheduler, source = initial_model(config)
     train = load_training_data(config.data, config.resolution)
     targets = load_targets(config.targets, config.resolution)
@@ -129,18 +135,26 @@ def _clear_run(out: Path) -> None:
 
 
 def train(
-    prep: Prepared, resume: bool = False, force: bool = False, progress: ProgressFn | None = None
-) -> dict[str, Any]:
-    """Run the whole job; returns the summary document."""
+    prep: Prepared, resume: bool = False, force: bool = False, progress: ProgressFn | None = None, dist: Dist = Dist()
+) -> dict[str, Any] | None:
+    """Run the whole job; returns the summary document (None on processes other than rank 0).
+
+    With several processes every one trains (its shard of each batch) and holds the
+    whole tally; only rank 0 writes into the run folder, the others wait at barriers.
+    """
     cfg, out = prep.config, prep.config.out
     started = time.monotonic()
     torch.manual_seed(cfg.seed)
-    out.mkdir(parents=True, exist_ok=True)
-    if force:
-        _clear_run(out)
-    _remove_stale_temporaries(out)
-    if not (out / MARKER).exists():
-        write_text(out / MARKER, json.dumps({"recipe": cfg.recipe_hash(), "royalty": __version__}) + "\n")
+    # every process has checked --out (prepare) before rank 0 changes anything in it
+    barrier(dist)
+    if dist.is_main:
+        out.mkdir(parents=True, exist_ok=True)
+        if force:
+            _clear_run(out)
+        _remove_stale_temporaries(out)
+        if not (out / MARKER).exists():
+            write_text(out / MARKER, json.dumps({"recipe": cfg.recipe_hash(), "royalty": __version__}) + "\n")
+    barrier(dist)
 
     unet, scheduler = prep.unet, prep.scheduler
     unet.train()
@@ -150,29 +164,37 @@ def train(
     if prep.reference is not None:
         groups += (prep.reference.images,)
     plan = TargetPlan(groups, len(prep.targets), cfg.timestep_draws, cfg.target_max_timestep, cfg.estimator, cfg.target_subset, cfg.seed)
+    par = Parallel.of(cfg, dist)
     valued = Valued(
         plan,
-        ValueEngine(unet, EngineConfig(order=cfg.order)) if cfg.values else None,
+        ValueEngine(unet, engine_config(cfg)) if cfg.values else None,
         adamw_preconditioner(optimizer, params) if cfg.optimizer == "adamw" else None,
+        par,
     )
     images, total = prep.train.images, prep.total_steps
     tally = Tally.zeros(len(prep.train), plan.n_columns)
 
     def save_checkpoint(step: int) -> None:
-        checkpoint.save(out, step, {
+        if not dist.is_main:
+            return  # every process holds the same state: rank 0 writes it
+        state = {
             "step": step, "model": unet.state_dict(), "optimizer": optimizer.state_dict(),
             "first": tally.first, "second": tally.second, "log": tally.log,
-        })
+        }
+        if dist.active:  # one-process checkpoints stay as they were
+            state["world_size"] = dist.world
+        checkpoint.save(out, step, state)
 
     start_step = 0  # valued steps already done
     state = checkpoint.load_latest(out) if resume else None
     if state is not None:
+        _check_resume_world(state, dist)
         unet.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         tally = Tally(state["first"], state["second"], state["log"])
         start_step = state["step"]
     else:
-        warm_up(cfg, unet, scheduler, optimizer, images, progress, cfg.warmup_steps + total)
+        warm_up(cfg, unet, scheduler, optimizer, images, progress, cfg.warmup_steps + total, par)
         if cfg.checkpoint_every:
             save_checkpoint(0)  # the weights the valued phase starts from (attribute --mode checkpoints)
 
@@ -184,10 +206,33 @@ def train(
             progress(cfg.warmup_steps + done, cfg.warmup_steps + total, tally.log[-1]["train_loss"])
 
     valued_steps(cfg, unet, scheduler, optimizer, images, valued, tally, start_step, total, after_step)
-    return _write_outputs(prep, unet, scheduler, tally.first, tally.second, tally.log, time.monotonic() - started)
+    digest = weights_sha256(unet)
+    if not same_everywhere(dist, digest):
+        # the all-reduced update is applied identically everywhere; if the weights still
+        # differ, the processes did not train the same model and no value can be trusted
+        raise TrainingError("the processes ended with different weights: no values were written")
+    summary = None
+    if dist.is_main:
+        summary = _write_outputs(prep, unet, scheduler, tally.first, tally.second, tally.log, time.monotonic() - started, dist)
+    barrier(dist)  # the job ends when the run folder is complete
+    return summary
 
 
-def _write_outputs(prep: Prepared, unet, scheduler, first, second, log, seconds: float) -> dict[str, Any]:
+def engine_config(cfg: TrainConfig) -> EngineConfig:
+    # bf16 autocast rounds autograd's gradient (8-bit mantissa) that the engine's
+    # first-step self-check compares its float32 per-sample sums with: allow for it
+    return EngineConfig(order=cfg.order, self_check_rtol=3e-2 if cfg.mixed_precision == "bf16" else None)
+
+
+def _check_resume_world(state: dict[str, Any], dist: Dist) -> None:
+    recorded = int(state.get("world_size", 1))
+    if recorded != dist.world:
+        # values would be valid but not bit-identical to the uninterrupted run (another
+        # gradient summation order): refuse rather than silently change the promise
+        raise UsageError(f"--resume: the run was checkpointed on {recorded} process(es); resume it on {recorded}, not {dist.world}")
+
+
+def _write_outputs(prep: Prepared, unet, scheduler, first, second, log, seconds: float, dist: Dist = Dist()) -> dict[str, Any]:
     cfg, out = prep.config, prep.config.out
     unet.eval()
     # model/: written whole into a temporary folder, then renamed into place
@@ -217,7 +262,7 @@ def _write_outputs(prep: Prepared, unet, scheduler, first, second, log, seconds:
         },
         "config": cfg.to_json(),
         "seed": cfg.seed,
-        "world_size": 1,
+        "world_size": dist.world,
         "total_steps": prep.total_steps,
         "reference": _reference_kind(cfg),
         "model_source": prep.model_source,
@@ -249,6 +294,7 @@ def _write_outputs(prep: Prepared, unet, scheduler, first, second, log, seconds:
         "final_train_loss": log[-1]["train_loss"] if log else None,
         "values": cfg.values,
         "seconds": round(seconds, 3),
+        "world_size": dist.world,
         "outputs": outputs,
     }
 

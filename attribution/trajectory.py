@@ -8,6 +8,8 @@ the replay checks against the recorded weights hash before trusting its values.
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -18,6 +20,7 @@ from diffusers import DDPMScheduler, UNet2DModel
 
 from royalty.attribution.config import TrainConfig
 from royalty.attribution.diffusion import noise_prediction_losses
+from royalty.attribution.distributed import Dist, gather_rows, reduce_gradients, shard_rows
 from royalty.attribution.draws import batch_indices, noise_draws
 from royalty.attribution.engine import ValueEngine
 from royalty.attribution.targets import TargetPlan, TargetRows
@@ -68,30 +71,97 @@ def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
         group["lr"] = lr
 
 
-def plain_step(unet, scheduler, optimizer, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor, where: str) -> float:
+@dataclass(frozen=True)
+class Parallel:
+    """How one step's batch is computed: over processes, micro-batches and precision.
+
+    The step's batch (`--batch-size` × `--gradient-accumulation-steps` rows, the same
+    rows and draws on every process) is cut into micro-batches of `--batch-size` rows,
+    each split evenly over the processes: process r computes its share of every
+    micro-batch. The trivial layout (one process, one micro-batch, float32) runs the
+    exact code plain training runs.
+    """
+
+    dist: Dist = Dist()
+    micro_batches: int = 1
+    micro_rows: int = 0  # rows per micro-batch, over all processes
+    precision: str = "no"  # "no" | "bf16" (autocast of the training forward)
+
+    @classmethod
+    def of(cls, cfg: TrainConfig, dist: Dist = Dist()) -> "Parallel":
+        shard_rows(dist, cfg.batch_size)  # refuses a batch that does not split evenly
+        return cls(dist, cfg.gradient_accumulation_steps, cfg.batch_size, cfg.mixed_precision)
+
+    @property
+    def trivial(self) -> bool:
+        return not self.dist.active and self.micro_batches == 1 and self.precision == "no"
+
+    def positions(self) -> list[torch.Tensor]:
+        """This process's rows of the step batch, one index tensor per micro-batch."""
+        start, stop = shard_rows(self.dist, self.micro_rows)
+        return [torch.arange(m * self.micro_rows + start, m * self.micro_rows + stop) for m in range(self.micro_batches)]
+
+    def autocast(self, device: torch.device) -> contextlib.AbstractContextManager:
+        if self.precision == "bf16":
+            return torch.autocast(device.type, dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    def in_step_order(self, local: torch.Tensor) -> torch.Tensor:
+        """Every process's rows of the step batch (`local`: this one's, micro-batches in
+        order) gathered into the step batch's row order, on every process."""
+        if not self.dist.active:
+            return local
+        parts = gather_rows(self.dist, local)
+        out = torch.empty((self.micro_batches * self.micro_rows, *local.shape[1:]), dtype=local.dtype, device=local.device)
+        for rank, part in enumerate(parts):
+            rows = torch.cat(Parallel(Dist(rank, self.dist.world), self.micro_batches, self.micro_rows).positions())
+            out[rows] = part
+        return out
+
+    def finish_grads(self, optimizer: torch.optim.Optimizer) -> None:
+        params = [p for group in optimizer.param_groups for p in group["params"]]
+        reduce_gradients(self.dist, params, self.micro_batches)
+
+
+def plain_step(unet, scheduler, optimizer, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor, where: str, par: Parallel = Parallel()) -> float:
     """One step of plain training: what the engine's training pass must equal bit for bit."""
     optimizer.zero_grad(set_to_none=True)
-    loss = noise_prediction_losses(unet, scheduler, x0, t, noise).mean()
-    check_finite(float(loss.detach()), where)
-    loss.backward()
+    if par.trivial:
+        loss = noise_prediction_losses(unet, scheduler, x0, t, noise).mean()
+        check_finite(float(loss.detach()), where)
+        loss.backward()
+        optimizer.step()
+        return float(loss.detach())
+    rows = []
+    for pos in par.positions():
+        with par.autocast(x0.device):
+            losses = noise_prediction_losses(unet, scheduler, x0[pos], t[pos], noise[pos])
+        losses.mean().backward()
+        rows.append(losses.detach().float())
+    # the step's loss over every process's rows: all processes agree on divergence
+    loss = float(par.in_step_order(torch.cat(rows)).mean())
+    check_finite(loss, where)
+    par.finish_grads(optimizer)
     optimizer.step()
-    return float(loss.detach())
+    return loss
 
 
 def train_batch(cfg: TrainConfig, step: int, images: torch.Tensor, num_timesteps: int, phase: str = "train"):
     """(indices, x0, timesteps, noise) of a step's training batch, derived from the seed."""
     order = "order" if phase == "train" else "warmup-order"
-    idx = batch_indices(cfg.seed, step, cfg.batch_size, images.shape[0], purpose=order)
+    idx = batch_indices(cfg.seed, step, cfg.step_batch_size, images.shape[0], purpose=order)
     t, noise = noise_draws(cfg.seed, phase, step, len(idx), tuple(images.shape[1:]), num_timesteps)
     return idx, images[idx], t, noise
 
 
-def warm_up(cfg: TrainConfig, unet, scheduler, optimizer, images: torch.Tensor, progress: ProgressFn | None, total: int) -> None:
+def warm_up(
+    cfg: TrainConfig, unet, scheduler, optimizer, images: torch.Tensor, progress: ProgressFn | None, total: int, par: Parallel = Parallel()
+) -> None:
     """Plain steps on the pooled training data, before any value is taken."""
     set_lr(optimizer, cfg.warmup_lr if cfg.warmup_lr is not None else cfg.lr)
     for w in range(cfg.warmup_steps):
         _, x0, t, noise = train_batch(cfg, w, images, scheduler.config.num_train_timesteps, phase="warmup")
-        loss = plain_step(unet, scheduler, optimizer, x0, t, noise, f"warm-up step {w}")
+        loss = plain_step(unet, scheduler, optimizer, x0, t, noise, f"warm-up step {w}", par)
         if progress is not None:
             progress(w + 1, total, loss)
     set_lr(optimizer, cfg.lr)
@@ -104,6 +174,7 @@ class Valued:
     plan: TargetPlan
     engine: ValueEngine | None  # None: plain training (--no-values)
     precondition: Callable | None
+    parallel: Parallel = Parallel()
 
 
 def valued_steps(
@@ -119,23 +190,32 @@ def valued_steps(
     after_step: StepHook | None = None,
 ) -> None:
     """Steps [start, stop) of the valued phase, values added into `tally`."""
-    plan, engine = valued.plan, valued.engine
+    plan, engine, par = valued.plan, valued.engine, valued.parallel
     for step in range(start, stop):
         idx, x0, t, noise = train_batch(cfg, step, images, scheduler.config.num_train_timesteps)
         optimizer.zero_grad(set_to_none=True)
         if engine is None:
-            loss = plain_step(unet, scheduler, optimizer, x0, t, noise, f"step {step}")
+            loss = plain_step(unet, scheduler, optimizer, x0, t, noise, f"step {step}", par)
             tally.log.append(log_row(step, cfg.lr, loss, float("nan"), float("nan"), float("nan")))
         else:
             rows = plan.rows(step)
             sv = engine.step(
-                lambda: noise_prediction_losses(unet, scheduler, x0, t, noise),
+                _micro_losses(unet, scheduler, x0, t, noise, par),
                 lambda sel: noise_prediction_losses(unet, scheduler, *rows.select(sel)),
                 rows.slot,
                 len(rows.columns),
                 cfg.lr,
                 valued.precondition,
+                finish_grads=None if par.trivial else lambda: par.finish_grads(optimizer),
+                step_rows=len(idx),
             )
+            if not par.trivial:  # every process's rows, in the batch's order, everywhere
+                sv = dataclasses.replace(
+                    sv,
+                    first=par.in_step_order(sv.first),
+                    second=par.in_step_order(sv.second),
+                    train_loss=float(par.in_step_order(sv.row_losses.float()).mean()),
+                )
             check_finite(sv.train_loss, f"step {step}")
             if not bool(torch.isfinite(sv.total).all()):
                 raise TrainingError(f"non-finite values at step {step}: lower --lr (now {cfg.lr})")
@@ -154,6 +234,21 @@ def valued_steps(
             tally.log.append(log_row(step, cfg.lr, sv.train_loss, before, after, value_sum))
         if after_step is not None:
             after_step(step + 1)
+
+
+def _micro_losses(unet, scheduler, x0, t, noise, par: Parallel):
+    """The engine's training loss function(s): the whole batch, or this process's micro-batches."""
+    if par.trivial:
+        return lambda: noise_prediction_losses(unet, scheduler, x0, t, noise)
+
+    def micro(pos: torch.Tensor):
+        def losses() -> torch.Tensor:
+            with par.autocast(x0.device):
+                return noise_prediction_losses(unet, scheduler, x0[pos], t[pos], noise[pos])
+
+        return losses
+
+    return [micro(pos) for pos in par.positions()]
 
 
 @torch.no_grad()

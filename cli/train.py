@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
 import typer
@@ -12,6 +14,7 @@ from royalty.cli.app import app
 from royalty.cli.console import make_console, write_stdout
 from royalty.cli.options import QuietOption
 from royalty.cli.progress import step_progress
+from royalty.errors import RoyaltyError, TrainingError
 
 
 @app.command("train")
@@ -39,6 +42,8 @@ def train_command(
     seed: int = typer.Option(0, "--seed", help="Seed of everything random in the run."),
     no_values: bool = typer.Option(False, "--no-values", help="Plain training, no values (the overhead baseline)."),
     checkpoint_every: int = typer.Option(0, "--checkpoint-every", help="Save a resumable checkpoint every N steps (0: never)."),
+    gradient_accumulation_steps: int = typer.Option(1, "--gradient-accumulation-steps", help="Micro-batches of --batch-size rows per optimizer step; values use the step's whole batch."),
+    mixed_precision: str = typer.Option("no", "--mixed-precision", help="no, or bf16: autocast of the training forward (values still in float32/64)."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last checkpoint."),
     force: bool = typer.Option(False, "--force", help="Replace the run in --out."),
     quiet: bool = QuietOption,
@@ -50,16 +55,53 @@ def train_command(
         timestep_draws=timestep_draws, target_max_timestep=target_max_timestep, estimator=estimator,
         target_subset=target_subset, reference=reference, seed=seed, values=not no_values,
         checkpoint_every=checkpoint_every, warmup_steps=warmup_steps, warmup_lr=warmup_lr, freeze=tuple(freeze),
+        gradient_accumulation_steps=gradient_accumulation_steps, mixed_precision=mixed_precision,
     )
     # torch and diffusers load here, not at start-up: other commands stay fast
+    from royalty.attribution.distributed import launched
+
+    with launched() as dist:
+        with _on_rank(dist):
+            _train(config, resume, force, quiet or not dist.is_main, dist)
+
+
+def _train(config, resume: bool, force: bool, quiet: bool, dist) -> None:
     from royalty.attribution.trainer import prepare, train
 
-    console = make_console(quiet)
-    prep = prepare(config, resume=resume, force=force)
+    console = make_console(quiet)  # only rank 0 shows progress
+    prep = prepare(config, resume=resume, force=force, dist=dist)
+    processes = f" on {dist.world} processes" if dist.active else ""
     console.print(
         f"training on {len(prep.train)} images from {len(set(prep.train.owners))} owners, "
-        f"{len(prep.targets)} targets, {config.warmup_steps} warm-up + {prep.total_steps} valued steps", highlight=False
+        f"{len(prep.targets)} targets, {config.warmup_steps} warm-up + {prep.total_steps} valued steps{processes}", highlight=False
     )
     with step_progress(console, "train", config.warmup_steps + prep.total_steps, quiet) as progress:
-        summary = train(prep, resume=resume, force=force, progress=progress)
-    write_stdout(json.dumps(summary, indent=2, sort_keys=True))
+        summary = train(prep, resume=resume, force=force, progress=progress, dist=dist)
+    if summary is not None:  # rank 0: the one machine document
+        write_stdout(json.dumps(summary, indent=2, sort_keys=True))
+
+
+@contextlib.contextmanager
+def _on_rank(dist) -> Iterator[None]:
+    """Under a launcher, say which process an error comes from.
+
+    A process that fails exits at once (the launcher then stops the others); a process
+    whose peer died sees its collective fail, and says that instead of a bare traceback.
+    """
+    if not dist.active:
+        yield
+        return
+    import torch.distributed as torch_dist
+
+    try:
+        yield
+    except RoyaltyError as exc:
+        raise type(exc)(f"process {dist.rank} of {dist.world}: {exc}") from exc
+    except (torch_dist.DistError, RuntimeError) as exc:
+        # gloo reports a dead peer as a bare RuntimeError from its transport
+        if not isinstance(exc, torch_dist.DistError) and "gloo" not in str(exc) and "NCCL" not in str(exc):
+            raise
+        raise TrainingError(
+            f"process {dist.rank} of {dist.world} lost the other processes ({type(exc).__name__}: {exc}); "
+            "another process probably failed: its message comes first"
+        ) from exc
