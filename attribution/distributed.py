@@ -74,6 +74,11 @@ def launched(device: torch.device = torch.device("cpu"), env: Mapping[str, str] 
         return
     if not torch_dist.is_available():
         raise UsageError("this torch build has no torch.distributed: run royalty on one process")
+    missing = [k for k in ("MASTER_ADDR", "MASTER_PORT") if k not in env]
+    if missing:
+        raise UsageError(
+            f"WORLD_SIZE={dist.world} but {' and '.join(missing)} not set: start royalty with torchrun or accelerate launch"
+        )
     torch_dist.init_process_group(backend_for(device), rank=dist.rank, world_size=dist.world, timeout=TIMEOUT)
     try:
         yield dist
