@@ -77,8 +77,8 @@ def from_checkpoints(
                 lambda sel: noise_prediction_losses(unet, scheduler, *rows.select(sel)),
                 rows.slot,
                 len(rows.columns),
-                # the engine scales by lr / rows; each row's step had lr / batch_size
-                cfg.lr * n / cfg.batch_size,
+                # the engine scales by lr / rows; each row's step had lr / (rows in its step)
+                cfg.lr * n / cfg.step_batch_size,
                 precondition,
             )
             if not bool(torch.isfinite(sv.first).all()):

@@ -14,12 +14,12 @@ from dataclasses import dataclass
 import torch
 
 from royalty.attribution.data import ImageTable
-from royalty.attribution.engine import EngineConfig, ValueEngine
+from royalty.attribution.engine import ValueEngine
 from royalty.attribution.optim import adamw_preconditioner, make_optimizer
 from royalty.attribution.recorded import Recorded
 from royalty.attribution.targets import TargetPlan
-from royalty.attribution.trainer import initial_model
-from royalty.attribution.trajectory import ProgressFn, Tally, Valued, valued_steps, warm_up, weights_sha256
+from royalty.attribution.trainer import engine_config, initial_model
+from royalty.attribution.trajectory import Parallel, ProgressFn, Tally, Valued, valued_steps, warm_up, weights_sha256
 from royalty.errors import DataError
 
 
@@ -45,14 +45,18 @@ def replay(recorded: Recorded, targets: ImageTable, progress: ProgressFn | None 
     params = {n: p for n, p in unet.named_parameters() if p.requires_grad}
     optimizer = make_optimizer(cfg.optimizer, list(params.values()), cfg.lr, cfg.weight_decay)
     plan = target_plan(targets, cfg, cfg.estimator, cfg.target_subset)
+    # one process, the run's micro-batches and precision: a run trained on several
+    # processes summed its gradients in another order and is refused by the hash check
+    par = Parallel.of(cfg)
     valued = Valued(
         plan,
-        ValueEngine(unet, EngineConfig(order=cfg.order)),
+        ValueEngine(unet, engine_config(cfg)),
         adamw_preconditioner(optimizer, params) if cfg.optimizer == "adamw" else None,
+        par,
     )
     total = int(recorded.manifest["total_steps"])
     images = recorded.train.images
-    warm_up(cfg, unet, scheduler, optimizer, images, progress, cfg.warmup_steps + total)
+    warm_up(cfg, unet, scheduler, optimizer, images, progress, cfg.warmup_steps + total, par)
     tally = Tally.zeros(len(recorded.train), plan.n_columns)
 
     def after_step(done: int) -> None:

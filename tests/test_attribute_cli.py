@@ -22,6 +22,8 @@ from train_fixtures import TINY, draw, make_data, make_targets, royalty
 RECIPES = {
     "sgd-first": ("--warmup-steps", "2", "--steps", "5", "--checkpoint-every", "1"),
     "adamw-second": ("--warmup-steps", "2", "--steps", "3", "--optimizer", "adamw", "--lr", "0.002", "--order", "2", "--checkpoint-every", "1"),
+    # each step is two micro-batches: replay and checkpoints must value the union
+    "sgd-accumulated": ("--warmup-steps", "1", "--steps", "3", "--gradient-accumulation-steps", "2", "--checkpoint-every", "1"),
 }
 
 

@@ -225,7 +225,7 @@ def test_specific_basis_needs_the_column(base, tmp_path):
     [
         (("--top", "0"), 2, "--top"),
         (("--max-targets", "0"), 2, "--max-targets"),
-        (("--attribution", "../x"), 2, "one folder name"),
+        (("--attribution", "../x"), 2, "cannot name an attribution"),
         (("--attribution", "nope"), 66, "no attribution 'nope'"),
     ],
 )
