@@ -57,6 +57,11 @@ def default_scheduler() -> DDPMScheduler:
     return DDPMScheduler(num_train_timesteps=1000, beta_schedule="linear")
 
 
+# never the hub; and without `accelerate` (not a dependency) diffusers warns unless told
+# plainly to load the ordinary way
+_LOCAL = {"local_files_only": True, "low_cpu_mem_usage": False}
+
+
 def load_model(path: Path) -> tuple[UNet2DModel, DDPMScheduler]:
     """A local diffusers folder: a DDPMPipeline (unet/ + scheduler/) or a bare UNet2DModel."""
     path = Path(path)
@@ -64,14 +69,14 @@ def load_model(path: Path) -> tuple[UNet2DModel, DDPMScheduler]:
         raise InputMissingError(f"model folder {path} does not exist")
     try:
         if (path / "model_index.json").is_file():
-            unet = UNet2DModel.from_pretrained(path, subfolder="unet", local_files_only=True)
+            unet = UNet2DModel.from_pretrained(path, subfolder="unet", **_LOCAL)
             sched_dir = path / "scheduler"
             scheduler = DDPMScheduler.from_pretrained(path, subfolder="scheduler", local_files_only=True) if sched_dir.is_dir() else default_scheduler()
         elif (path / "config.json").is_file():
             cls = json.loads((path / "config.json").read_text()).get("_class_name")
             if cls not in (None, "UNet2DModel"):
                 raise DataError(f"{path}/config.json describes a {cls}; royalty fine-tunes a UNet2DModel")
-            unet = UNet2DModel.from_pretrained(path, local_files_only=True)
+            unet = UNet2DModel.from_pretrained(path, **_LOCAL)
             scheduler = default_scheduler()
         else:
             raise DataError(f"{path} is not a diffusers folder (no model_index.json or config.json)")

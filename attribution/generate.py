@@ -15,11 +15,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from diffusers import DDIMPipeline, DDIMScheduler, DDPMPipeline, UNet2DModel
+from diffusers import DDIMPipeline, DDIMScheduler, DDPMPipeline
 from PIL import Image
 
 from royalty.atomic import write_bytes, write_text
 from royalty.attribution import run_folder
+from royalty.attribution.diffusion import load_model
 from royalty.attribution.recorded import verify_model_folder
 from royalty.attribution.trajectory import ProgressFn
 from royalty.errors import OutputError, UsageError
@@ -56,12 +57,11 @@ def generate(config: GenerateConfig, progress: ProgressFn | None = None) -> dict
     manifest = run_folder.read_manifest(config.run)
     model = verify_model_folder(config.run, manifest)
     _check_out(config.out, config.force)
-    unet = UNet2DModel.from_pretrained(model, subfolder="unet", local_files_only=True)
-    ddpm = DDPMPipeline.from_pretrained(model, local_files_only=True)
+    unet, scheduler = load_model(model)
     if config.scheduler == "ddim":
-        pipe = DDIMPipeline(unet=unet, scheduler=DDIMScheduler.from_config(ddpm.scheduler.config))
+        pipe = DDIMPipeline(unet=unet, scheduler=DDIMScheduler.from_config(scheduler.config))
     else:
-        pipe = ddpm
+        pipe = DDPMPipeline(unet=unet, scheduler=scheduler)
     pipe.set_progress_bar_config(disable=True)
     rows = []
     for lo in range(0, config.num, config.batch_size):
