@@ -8,6 +8,11 @@ Shapley values are exact over all 2^n coalitions for n ≤ 6 players, permutatio
 beyond; leave-one-out comes with them. Each retraining is stored as it finishes
 (`audit_state`), so an interrupted audit resumes where it stopped.
 
+`--game batch-mask` changes only how a coalition trains (see `audit_retrain`): on the
+run's own batches with the other owners' rows dropped, instead of on batches drawn from
+its images alone. It is the game the in-run values approximate step by step; `subset`
+(the default) is the one a retraining from scratch on fewer owners would play.
+
 `--owners N` audits the N owners with the most images; the others are *background*:
 they stay in every coalition, so an audited owner's utility is measured with everyone
 else present, as in the run (v(S) = U(S ∪ O) − U(O); leave-one-out is then exactly the
@@ -30,7 +35,7 @@ import pandas as pd
 
 from royalty import __version__
 from royalty.attribution import run_folder
-from royalty.attribution.audit_state import CoalitionStore, Retraining
+from royalty.attribution.audit_state import GAMES, CoalitionStore, Retraining
 from royalty.attribution.config import TrainConfig
 from royalty.attribution.data import ImageTable, inputs_manifest, load_targets, load_training_data
 from royalty.attribution.shapley import (
@@ -60,6 +65,7 @@ class AuditConfig:
     budget_minutes: float | None = None  # stop starting retrainings after this long; resume later
     permutations: int = 10  # player orders sampled when there are more than 6 players
     permutation_seed: int = 0
+    game: str = "subset"  # "subset" | "batch-mask": how a coalition's retraining is trained
 
     def __post_init__(self) -> None:
         if self.owners is not None and self.owners < 1:
@@ -70,6 +76,8 @@ class AuditConfig:
             raise UsageError(f"--budget must be a positive number of minutes, got {self.budget_minutes}")
         if self.permutations < 1:
             raise UsageError(f"--permutations must be at least 1, got {self.permutations}")
+        if self.game not in GAMES:
+            raise UsageError(f"--game must be one of {', '.join(GAMES)}, got {self.game!r}")
 
 
 @dataclass(frozen=True, eq=False)
@@ -136,6 +144,7 @@ class GamePlan:
     background: frozenset[str]
     seeds: int
     permutations: tuple[tuple[str, ...], ...]  # empty: exact Shapley
+    game: str = "subset"
 
     @property
     def method(self) -> str:
@@ -171,7 +180,7 @@ def plan_game(run: AuditedRun, config: AuditConfig) -> GamePlan:
     perms: tuple[tuple[str, ...], ...] = ()
     if len(players) > EXACT_MAX_PLAYERS:
         perms = tuple(sample_permutations(players, config.permutations, config.permutation_seed))
-    return GamePlan(players, background, config.seeds, perms)
+    return GamePlan(players, background, config.seeds, perms, config.game)
 
 
 @dataclass(frozen=True)
@@ -208,7 +217,7 @@ def run_audit(config: AuditConfig, hooks: AuditHooks = AuditHooks()) -> dict[str
     deadline = started + config.budget_minutes * 60 if config.budget_minutes is not None else None
     run = load_run(config.run)
     plan = plan_game(run, config)
-    store = CoalitionStore(run.dir, fingerprint(run))
+    store = CoalitionStore(run.dir, fingerprint(run), config.game)
     notes = []
     if store.stale:
         notes.append(f"ignored {store.stale} stored retraining(s) of another recipe or royalty version")
@@ -217,7 +226,7 @@ def run_audit(config: AuditConfig, hooks: AuditHooks = AuditHooks()) -> dict[str
     if hooks.on_start is not None:
         hooks.on_start(len(todo), len(work) - len(todo))
     retrainer = Retrainer(run.config, run.train, target_plan(run.config, run.targets, run.reference),
-                          run.total_steps, store, Phases(hooks.on_phase, hooks.on_step))
+                          run.total_steps, store, Phases(hooks.on_phase, hooks.on_step), config.game)
     trained, stopped = 0, False
     for owners, seed in todo:
         if deadline is not None and time.monotonic() >= deadline:

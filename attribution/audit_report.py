@@ -25,6 +25,13 @@ from royalty.attribution.audit_retrain import SEED_STRIDE
 from royalty.attribution.run_folder import SPECIFIC_COLUMN
 
 
+UTILITY = {
+    "subset": "target loss of the base model (after warm-up) minus target loss after the valued phase on the coalition's images",
+    "batch-mask": "target loss of the base model (after warm-up) minus target loss after the valued phase on the run's "
+    "batches with the rows of owners outside the coalition dropped",
+}
+
+
 def _matrix(values: dict, players: tuple[str, ...]) -> np.ndarray:
     return np.stack([np.asarray(values[p], dtype=np.float64) for p in players])
 
@@ -82,7 +89,8 @@ def build_report(outcome: Outcome) -> dict[str, Any]:
             "lr": run.config.lr,
             "order": run.config.order,
             "estimator": run.config.estimator,
-            "utility": "target loss of the base model (after warm-up) minus target loss after the valued phase on the coalition's images",
+            "game": plan.game,
+            "utility": UTILITY[plan.game],
         },
         "cost": {
             "seconds": round(outcome.seconds, 3),

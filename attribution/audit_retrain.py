@@ -6,6 +6,14 @@ A retraining on owner set T: from the base state, the run's valued phase — sam
 optimizer, learning rate and batch size — as plain training on T's images only; then the
 loss of every value target on the run's own fixed draws (`TargetPlan.rows(0)`, exact).
 
+Two games (`--game`):
+- `subset`: the valued phase as plain training on T's images only — every batch is
+  drawn from T, so a lone owner sees its images as often as the whole catalogue was seen;
+- `batch-mask`: the run's own batches and draws, with the rows of owners outside T
+  dropped from each step's loss (the sum over T's rows, still divided by the batch
+  size): the counterfactual the in-run values take at each step, followed through the
+  whole trajectory instead of to first order at w_t.
+
 Retraining seed s changes only the valued phase's batch order and training noise
 (`seed + SEED_STRIDE·s`); the base model and the target draws stay the run's, so the
 spread between seeds is the noise of training itself, not of the yardstick. Seed 0 is the
@@ -23,14 +31,14 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from royalty.attribution.audit_state import CoalitionStore, Retraining
+from royalty.attribution.audit_state import GAMES, CoalitionStore, Retraining
 from royalty.attribution.config import TrainConfig
 from royalty.attribution.data import ImageTable
 from royalty.attribution.diffusion import noise_prediction_losses
 from royalty.attribution.optim import make_optimizer
 from royalty.attribution.targets import TargetPlan, TargetRows
 from royalty.attribution.trainer import initial_model
-from royalty.attribution.trajectory import Tally, Valued, valued_steps, warm_up, weights_sha256
+from royalty.attribution.trajectory import Tally, Valued, check_finite, set_lr, train_batch, valued_steps, warm_up, weights_sha256
 
 SEED_STRIDE = 1000  # retraining seed s draws batches and noise from config.seed + 1000·s
 
@@ -72,9 +80,11 @@ def column_losses(unet, scheduler, rows: TargetRows) -> np.ndarray:
 class Retrainer:
     def __init__(
         self, config: TrainConfig, train: ImageTable, plan: TargetPlan, total_steps: int,
-        store: CoalitionStore, phases: Phases = Phases(),
+        store: CoalitionStore, phases: Phases = Phases(), game: str = "subset",
     ) -> None:
-        self.config, self.train, self.plan, self.total_steps = config, train, plan, total_steps
+        if game not in GAMES:
+            raise ValueError(f"unknown retraining game {game!r}")
+        self.config, self.train, self.plan, self.total_steps, self.game = config, train, plan, total_steps, game
         self.phases = phases
         self.rows = plan.rows(0)
         self.unet, self.scheduler, _ = initial_model(config)
@@ -104,22 +114,47 @@ class Retrainer:
         return {"model": copy.deepcopy(self.unet.state_dict()), "optimizer": copy.deepcopy(optimizer.state_dict())}
 
     def retrain(self, owners: frozenset[str], seed_index: int, label: str) -> Retraining:
-        """Train the valued phase on `owners`' images only, from the base state."""
+        """Train the valued phase on `owners`' images (as the game says), from the base state."""
         started = time.monotonic()
         cfg = dataclasses.replace(self.config, seed=self.config.seed + SEED_STRIDE * seed_index)
         keep = [i for i, owner in enumerate(self.train.owners) if owner in owners]
         if not keep:
             raise ValueError("a retraining needs at least one owner's images")
-        images = self.train.images[torch.tensor(keep, dtype=torch.long)]
         self.unet.load_state_dict(self.base_model)
         optimizer = make_optimizer(cfg.optimizer, self._params(), cfg.lr, cfg.weight_decay)
         optimizer.load_state_dict(copy.deepcopy(self.base_optimizer))
         torch.manual_seed(cfg.seed)
         self.phases.start(label, self.total_steps)
-        valued_steps(
-            cfg, self.unet, self.scheduler, optimizer, images, Valued(self.plan, None, None),
-            Tally.zeros(len(keep), self.plan.n_columns), 0, self.total_steps, self.phases.step,
-        )
+        if self.game == "subset" or len(keep) == len(self.train):
+            # everyone present: both games are the run's plain training (bit for bit at seed 0)
+            images = self.train.images[torch.tensor(keep, dtype=torch.long)]
+            valued_steps(
+                cfg, self.unet, self.scheduler, optimizer, images, Valued(self.plan, None, None),
+                Tally.zeros(len(keep), self.plan.n_columns), 0, self.total_steps, self.phases.step,
+            )
+        else:
+            present = torch.zeros(len(self.train), dtype=torch.bool)
+            present[torch.tensor(keep, dtype=torch.long)] = True
+            self._masked_steps(cfg, optimizer, present)
         losses = column_losses(self.unet, self.scheduler, self.rows)
         return Retraining(owners, seed_index, tuple(float(x) for x in losses), time.monotonic() - started,
                           weights_sha256(self.unet))
+
+    def _masked_steps(self, cfg: TrainConfig, optimizer: torch.optim.Optimizer, present: torch.Tensor) -> None:
+        """The run's batches with absent owners' rows dropped: gradient Σ_{rows in T} ∇ℓ / B."""
+        set_lr(optimizer, cfg.lr)
+        params = self._params()
+        n_timesteps = self.scheduler.config.num_train_timesteps
+        for step in range(self.total_steps):
+            idx, x0, t, noise = train_batch(cfg, step, self.train.images, n_timesteps)
+            rows = present[idx]
+            optimizer.zero_grad(set_to_none=False)
+            for p in params:  # a step with none of T's rows still steps, with a zero gradient
+                if p.grad is None:
+                    p.grad = torch.zeros_like(p)
+            if bool(rows.any()):
+                loss = noise_prediction_losses(self.unet, self.scheduler, x0[rows], t[rows], noise[rows]).sum() / len(idx)
+                check_finite(float(loss), f"masked retraining step {step}")
+                loss.backward()
+            optimizer.step()
+            self.phases.step(step + 1)

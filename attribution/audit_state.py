@@ -1,6 +1,7 @@
 """The audit's resumable state inside the run folder: `RUN/audit/`.
 
-- `coalitions.jsonl`: one line per finished retraining — which owners it trained on,
+- `coalitions.jsonl` (`coalitions-batch-mask.jsonl` for `--game batch-mask`, so the
+  two games keep their own retrainings): one line per finished retraining — which owners it trained on,
   which retraining seed, the target losses it ended at. The whole file is rewritten
   atomically after each retraining (temporary file + rename), so a killed audit leaves
   every finished retraining on disk and never a torn line; the next audit resumes.
@@ -26,6 +27,7 @@ AUDIT_DIR = "audit"
 COALITIONS = "coalitions.jsonl"
 BASE = "base.pt"
 
+GAMES = ("subset", "batch-mask")  # how a coalition retrains: see audit_retrain
 Key = tuple[frozenset[str], int]  # (owners trained on, retraining seed index)
 
 
@@ -42,10 +44,14 @@ class Retraining:
         return (self.owners, self.seed_index)
 
 
+def coalitions_file(game: str) -> str:
+    return COALITIONS if game == "subset" else f"coalitions-{game}.jsonl"
+
+
 class CoalitionStore:
-    def __init__(self, run_dir: Path, fingerprint: str) -> None:
+    def __init__(self, run_dir: Path, fingerprint: str, game: str = "subset") -> None:
         self.dir = Path(run_dir) / AUDIT_DIR
-        self.path = self.dir / COALITIONS
+        self.path = self.dir / coalitions_file(game)
         self.fingerprint = fingerprint
         self.records: dict[Key, Retraining] = {}
         self.stale = 0  # lines of another game, ignored

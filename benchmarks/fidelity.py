@@ -1,6 +1,6 @@
 """Fidelity of in-run values against retraining, on sample_data (issue 6).
 
-    python benchmarks/fidelity.py [--out runs/fidelity] [--seeds 2]
+    python benchmarks/fidelity.py [--out runs/fidelity] [--seeds 2] [--game subset|batch-mask]
 
 Trains four sample_data runs — SGD and AdamW, first and second order — and runs
 `royalty audit RUN --owners all --seeds 2` on each, then prints the markdown table
@@ -53,9 +53,9 @@ def train(out: Path, optimizer: str, order: int) -> float:
     return time.monotonic() - started
 
 
-def audit(out: Path, seeds: int) -> tuple[dict, float]:
+def audit(out: Path, seeds: int, game: str) -> tuple[dict, float]:
     started = time.monotonic()
-    proc = royalty("audit", str(out), "--owners", "all", "--seeds", str(seeds), "--quiet")
+    proc = royalty("audit", str(out), "--owners", "all", "--seeds", str(seeds), "--game", game, "--quiet")
     if proc.returncode:
         raise SystemExit(f"audit of {out} failed ({proc.returncode}):\n{proc.stderr}")
     return json.loads(proc.stdout), time.monotonic() - started
@@ -107,6 +107,7 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=2)
     parser.add_argument("--runs", type=lambda t: t.split(","), default=None,
                         help="comma-separated subset of sgd-o1,adamw-o1,sgd-o2,adamw-o2 (default: all)")
+    parser.add_argument("--game", choices=("subset", "batch-mask"), default="subset", help="royalty audit --game")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     print(HEADER, flush=True)
@@ -120,9 +121,10 @@ def main() -> None:
             train_seconds = train(run, optimizer, order)
             if order == 2:
                 share_audit_state(args.out / f"{optimizer}-o1", run)
-            doc, seconds = audit(run, args.seeds)
-            (args.out / f"{name}.audit.json").write_text(json.dumps(doc, indent=2, sort_keys=True) + "\n")
-            print(row(name, doc, seconds), flush=True)
+            doc, seconds = audit(run, args.seeds, args.game)
+            suffix = "" if args.game == "subset" else f".{args.game}"
+            (args.out / f"{name}{suffix}.audit.json").write_text(json.dumps(doc, indent=2, sort_keys=True) + "\n")
+            print(row(f"{name}{suffix}", doc, seconds), flush=True)
             print(f"{name}: trained in {train_seconds:.0f} s, audited in {seconds:.0f} s; checks {doc['checks']}",
                   file=sys.stderr, flush=True)
 

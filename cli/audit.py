@@ -39,13 +39,14 @@ def audit_command(
     seeds: int = typer.Option(2, "--seeds", help="Retraining seeds (seed 0: the run's own batches; more give the noise floor)."),
     budget: float = typer.Option(None, "--budget", metavar="MINUTES", help="Start no retraining after this many minutes; run again to resume."),
     permutations: int = typer.Option(10, "--permutations", help="Owner orders sampled when there are more than 6 owners."),
+    game: str = typer.Option("subset", "--game", metavar="subset|batch-mask", help="How a coalition retrains: on its images alone (subset), or on the run's batches with the other owners' rows dropped (batch-mask: the game in-run values approximate)."),
     fmt: AuditFormat = typer.Option(AuditFormat.json, "--format", "-f", help="json: the document on stdout; table: only the table (on stdout)."),
     quiet: bool = QuietOption,
 ) -> None:
     """Check the run's values against retraining: Shapley over owner subsets, and how well they agree."""
     from royalty.attribution.audit import AuditConfig, AuditHooks
 
-    config = AuditConfig(run=run, owners=parse_owners(owners), seeds=seeds, budget_minutes=budget, permutations=permutations)
+    config = AuditConfig(run=run, owners=parse_owners(owners), seeds=seeds, budget_minutes=budget, permutations=permutations, game=game)
     # torch and diffusers load here, not at start-up: other commands stay fast
     from royalty.attribution.audit import run_audit
 
@@ -105,7 +106,7 @@ def _fmt(x: Any, digits: int = 3) -> str:
 def render_table(doc: dict[str, Any], console: Console) -> None:
     game, cost = doc["game"], doc["cost"]
     console.print(
-        f"audit of {doc['run']}: {len(game['players'])} owners, {game['method']} Shapley, "
+        f"audit of {doc['run']} ({game['game']} game): {len(game['players'])} owners, {game['method']} Shapley, "
         f"{len(game['seeds_complete'])}/{game['seeds']} seeds complete, "
         f"{cost['retrainings_done']}/{cost['retrainings_needed']} retrainings, {cost['seconds']:.0f} s"
     )
