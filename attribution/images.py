@@ -12,7 +12,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, UnidentifiedImageError
+
+from royalty.attribution.square import to_square_rgb
 
 # Suffixes that count as images when a folder has no metadata to list its files.
 IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".webp", ".bmp"})
@@ -60,31 +62,3 @@ def decode_image(data: bytes, resolution: int) -> torch.Tensor:
         raise ImageDecodeError(str(exc) or type(exc).__name__) from exc
     pixels = np.asarray(square, dtype=np.float32)  # [R, R, 3], 0..255
     return torch.from_numpy(pixels / 127.5 - 1.0).permute(2, 0, 1).contiguous()
-
-
-def to_square_rgb(img: Image.Image, resolution: int) -> Image.Image:
-    """Upright, composited on white, center-cropped, resized to resolution x resolution RGB."""
-    # Phone photos store rotation in EXIF; without this they train sideways.
-    img = ImageOps.exif_transpose(img)
-    img = _on_white(img)
-    width, height = img.size
-    side = min(width, height)
-    if width != height:
-        left, top = (width - side) // 2, (height - side) // 2
-        img = img.crop((left, top, left + side, top + side))
-    if side != resolution:
-        img = img.resize((resolution, resolution), Image.Resampling.LANCZOS)
-    return img
-
-
-def _on_white(img: Image.Image) -> Image.Image:
-    # Emoji and icons are drawn on transparency; compositing before any resize keeps the
-    # hidden colour of transparent pixels from bleeding into the edges.
-    if img.mode.startswith("I;16"):
-        # PIL converts 16-bit greyscale to 8 bits by clipping, which turns most of the
-        # range white; scale it instead (65535 / 257 = 255).
-        arr = np.asarray(img, dtype=np.uint32) // 257
-        img = Image.fromarray(arr.astype(np.uint8))  # 2-D uint8 -> mode "L"
-    rgba = img.convert("RGBA")
-    white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-    return Image.alpha_composite(white, rgba).convert("RGB")

@@ -59,7 +59,12 @@ def open_run(run_dir: Path, attribution: str | None = None) -> VerifiedRun:
 
 
 def load_values(run: VerifiedRun, basis: Basis) -> RunValues:
-    path = run.values_path
+    table = read_values_table(run.values_path, basis)
+    return values_from_table(table, BASIS_COLUMN[basis], run.values_path)
+
+
+def read_values_table(path: Path, basis: Basis) -> pa.Table:
+    """sample_id, owner, target_id and the basis's column of a values.parquet, or a clear error."""
     column = BASIS_COLUMN[basis]
     try:
         names = pq.read_schema(path).names
@@ -68,16 +73,15 @@ def load_values(run: VerifiedRun, basis: Basis) -> RunValues:
     if basis is Basis.SPECIFIC and column not in names:
         raise UsageError(
             f"--basis specific needs the {column} column, and {path} has none: the run was trained "
-            "without a reference set (train with --reference DIR, or pay with --basis raw)"
+            "without a reference set (train with --reference DIR, or use --basis raw)"
         )
     missing = [c for c in ("sample_id", "owner", "target_id", column) if c not in names]
     if missing:
         raise DataError(f"{path} lacks column(s) {', '.join(missing)}")
     try:
-        table = pq.read_table(path, columns=["sample_id", "owner", "target_id", column])
+        return pq.read_table(path, columns=["sample_id", "owner", "target_id", column])
     except (OSError, pa.ArrowException) as exc:
         raise DataError(f"{path} cannot be read: {exc}") from exc
-    return values_from_table(table, column, path)
 
 
 def values_from_table(table: pa.Table, column: str, path: Path | str) -> RunValues:

@@ -19,9 +19,9 @@ from royalty.atomic import sha256_file
 from royalty.attribution import run_folder
 from royalty.attribution.attribution_folder import MANIFEST as ATTRIBUTION_MANIFEST
 from royalty.attribution.attribution_folder import read_attribution
-from royalty.errors import DataError, InputMissingError, UsageError
+from royalty.errors import DataError, InputMissingError
 from royalty.payout.policy import Basis
-from royalty.payout.values import BASIS_COLUMN, RunValues, values_from_table
+from royalty.payout.values import BASIS_COLUMN, RunValues, read_values_table, values_from_table
 
 
 
@@ -142,22 +142,7 @@ def _records(raw: object, where: str) -> dict[str, ImageRecord]:
 
 def _read_values(path: Path, digest: str, basis: Basis) -> Values:
     column = BASIS_COLUMN[basis]
-    try:
-        names = pq.read_schema(path).names
-    except (OSError, pa.ArrowException) as exc:
-        raise DataError(f"{path} is not a readable parquet file: {exc}") from exc
-    if basis is Basis.SPECIFIC and column not in names:
-        raise UsageError(
-            f"--basis specific needs the {column} column, and {path} has none: the run was trained "
-            "without a reference set (use --basis raw)"
-        )
-    missing = [c for c in ("sample_id", "owner", "target_id", column) if c not in names]
-    if missing:
-        raise DataError(f"{path} lacks column(s) {', '.join(missing)}")
-    try:
-        table = pq.read_table(path, columns=["sample_id", "owner", "target_id", column])
-    except (OSError, pa.ArrowException) as exc:
-        raise DataError(f"{path} cannot be read: {exc}") from exc
+    table = read_values_table(path, basis)
     # payout's validation: strings, finite numbers, one owner per sample, no duplicate pairs.
     coded = values_from_table(table, column, path)
     sample_ids = np.asarray(table.column("sample_id").cast(pa.string()).to_pylist(), dtype=object)

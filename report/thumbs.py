@@ -12,9 +12,9 @@ import base64
 import io
 from dataclasses import dataclass
 
-import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, UnidentifiedImageError
 
+from royalty.attribution.square import to_square_rgb
 from royalty.errors import DataError
 
 THUMB_SIDE = 128
@@ -32,7 +32,7 @@ def make_thumb(data: bytes, name: str, max_side: int = THUMB_SIDE) -> Thumb:
         with Image.open(io.BytesIO(data)) as img:
             img.load()
             side = min(min(img.size), max_side)
-            square = square_on_white(img, side)
+            square = to_square_rgb(img, side)
     except (UnidentifiedImageError, OSError, ValueError) as exc:
         raise DataError(f"{name} is not a readable image ({exc})") from exc
     buf = io.BytesIO()
@@ -43,27 +43,6 @@ def make_thumb(data: bytes, name: str, max_side: int = THUMB_SIDE) -> Thumb:
         square.save(buf, format="JPEG", quality=88, optimize=True)
         mime = "image/jpeg"
     return Thumb(uri=data_uri(buf.getvalue(), mime), side=side)
-
-
-def square_on_white(img: Image.Image, side: int) -> Image.Image:
-    """What training feeds the model (attribution/images.py to_square_rgb), drawn for people.
-
-    Kept apart from that module because it imports torch, which would triple the
-    start-up time of a command that never trains.
-    """
-    img = ImageOps.exif_transpose(img)
-    if img.mode.startswith("I;16"):
-        img = Image.fromarray((np.asarray(img, dtype=np.uint32) // 257).astype(np.uint8))
-    rgba = img.convert("RGBA")
-    img = Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba).convert("RGB")
-    width, height = img.size
-    short = min(width, height)
-    if width != height:
-        left, top = (width - short) // 2, (height - short) // 2
-        img = img.crop((left, top, left + short, top + short))
-    if short != side:
-        img = img.resize((side, side), Image.Resampling.LANCZOS)
-    return img
 
 
 def data_uri(data: bytes, mime: str) -> str:
