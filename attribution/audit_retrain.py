@@ -38,7 +38,9 @@ from royalty.attribution.diffusion import noise_prediction_losses
 from royalty.attribution.optim import make_optimizer
 from royalty.attribution.targets import TargetPlan, TargetRows
 from royalty.attribution.trainer import initial_model
-from royalty.attribution.trajectory import Tally, Valued, check_finite, set_lr, train_batch, valued_steps, warm_up, weights_sha256
+from royalty.attribution.trajectory import (
+    Parallel, Tally, Valued, check_finite, set_lr, train_batch, valued_steps, warm_up, weights_sha256,
+)
 
 SEED_STRIDE = 1000  # retraining seed s draws batches and noise from config.seed + 1000·s
 
@@ -85,6 +87,9 @@ class Retrainer:
         if game not in GAMES:
             raise ValueError(f"unknown retraining game {game!r}")
         self.config, self.train, self.plan, self.total_steps, self.game = config, train, plan, total_steps, game
+        # the run's micro-batches and precision, in one process: the run's own arithmetic
+        # (a run trained on several processes summed its gradients in another order)
+        self.parallel = Parallel.of(config)
         self.phases = phases
         self.rows = plan.rows(0)
         self.unet, self.scheduler, _ = initial_model(config)
@@ -110,7 +115,7 @@ class Retrainer:
         optimizer = make_optimizer(cfg.optimizer, self._params(), cfg.lr, cfg.weight_decay)
         self.phases.start("warm-up", cfg.warmup_steps)
         warm_up(cfg, self.unet, self.scheduler, optimizer, self.train.images,
-                lambda done, _total, _loss: self.phases.step(done), cfg.warmup_steps)
+                lambda done, _total, _loss: self.phases.step(done), cfg.warmup_steps, self.parallel)
         return {"model": copy.deepcopy(self.unet.state_dict()), "optimizer": copy.deepcopy(optimizer.state_dict())}
 
     def retrain(self, owners: frozenset[str], seed_index: int, label: str) -> Retraining:
@@ -129,7 +134,7 @@ class Retrainer:
             # everyone present: both games are the run's plain training (bit for bit at seed 0)
             images = self.train.images[torch.tensor(keep, dtype=torch.long)]
             valued_steps(
-                cfg, self.unet, self.scheduler, optimizer, images, Valued(self.plan, None, None),
+                cfg, self.unet, self.scheduler, optimizer, images, Valued(self.plan, None, None, self.parallel),
                 Tally.zeros(len(keep), self.plan.n_columns), 0, self.total_steps, self.phases.step,
             )
         else:
@@ -153,7 +158,8 @@ class Retrainer:
                 if p.grad is None:
                     p.grad = torch.zeros_like(p)
             if bool(rows.any()):
-                loss = noise_prediction_losses(self.unet, self.scheduler, x0[rows], t[rows], noise[rows]).sum() / len(idx)
+                with self.parallel.autocast(x0.device):  # micro-batches would only change the summation order
+                    loss = noise_prediction_losses(self.unet, self.scheduler, x0[rows], t[rows], noise[rows]).sum() / len(idx)
                 check_finite(float(loss), f"masked retraining step {step}")
                 loss.backward()
             optimizer.step()

@@ -144,6 +144,18 @@ def test_batch_mask_game_of_one_step_is_the_in_run_value_up_to_third_order(tmp_p
     assert np.abs(phi - full).max() <= 0.1 * np.abs(phi - first).max()
 
 
+def test_accumulated_run_is_retrained_with_its_own_micro_batches(tmp_path) -> None:
+    """--gradient-accumulation-steps: retraining everyone (with --owners 1, one of the two
+    retrainings: the background alone, and the audited owner plus it) must be the run bit for bit."""
+    data, targets = make_data(tmp_path / "train"), make_targets(tmp_path / "targets")
+    run = tmp_path / "run"
+    royalty("train", data, "--targets", targets, "--out", run, *TRAIN_ARGS, "--gradient-accumulation-steps", "2", check=True)
+    doc = json.loads(royalty("audit", run, "--owners", "1", "--seeds", "1", "--quiet", check=True).stdout)
+    assert doc["cost"]["retrainings_run_now"] == 2
+    assert doc["checks"]["base_matches_run"] is True
+    assert doc["checks"]["grand_coalition_reproduces_run"] is True
+
+
 def test_budget_stops_cleanly_then_resumes(trained, tmp_path) -> None:
     run = copy_run(trained, tmp_path / "run")
     proc = royalty("audit", run, "--seeds", "1", "--budget", "0.0001")
