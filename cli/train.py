@@ -43,12 +43,15 @@ def train_command(
     no_values: bool = typer.Option(False, "--no-values", help="Plain training, no values (the overhead baseline)."),
     checkpoint_every: int = typer.Option(0, "--checkpoint-every", help="Save a resumable checkpoint every N steps (0: never)."),
     gradient_accumulation_steps: int = typer.Option(1, "--gradient-accumulation-steps", help="Micro-batches of --batch-size rows per optimizer step; values use the step's whole batch."),
-    mixed_precision: str = typer.Option("no", "--mixed-precision", help="no, or bf16: autocast of the training forward (values still in float32/64)."),
+    mixed_precision: str = typer.Option(None, "--mixed-precision", help="no, or bf16: autocast of the training forward (values still in float32/64). Default: no, or accelerate launch's --mixed_precision.", show_default=False),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last checkpoint."),
     force: bool = typer.Option(False, "--force", help="Replace the run in --out."),
     quiet: bool = QuietOption,
 ) -> None:
     """Fine-tune a diffusion model on owner-tagged images and value every image for every target."""
+    from royalty.attribution import distributed  # torch loads here, not at start-up: other commands stay fast
+
+    mixed_precision = distributed.mixed_precision(mixed_precision)
     config = TrainConfig(
         data=data, targets=targets, out=out, model=model, resolution=resolution, steps=steps, epochs=epochs,
         batch_size=batch_size, lr=lr, optimizer=optimizer, weight_decay=weight_decay, order=order,
@@ -57,10 +60,7 @@ def train_command(
         checkpoint_every=checkpoint_every, warmup_steps=warmup_steps, warmup_lr=warmup_lr, freeze=tuple(freeze),
         gradient_accumulation_steps=gradient_accumulation_steps, mixed_precision=mixed_precision,
     )
-    # torch and diffusers load here, not at start-up: other commands stay fast
-    from royalty.attribution.distributed import launched
-
-    with launched() as dist:
+    with distributed.launched() as dist:
         with _on_rank(dist):
             _train(config, resume, force, quiet or not dist.is_main, dist)
 

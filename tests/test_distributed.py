@@ -45,6 +45,29 @@ def torchrun(*args: str | os.PathLike, nproc: int = 2, timeout: float = 600) -> 
     return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout)
 
 
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def accelerate(*args: str | os.PathLike, launch: tuple[str, ...] = ("--multi_gpu",), nproc: int = 2,
+               timeout: float = 600) -> subprocess.CompletedProcess:
+    """The real CLI under `accelerate launch`, as its users start it.
+
+    --multi_gpu is accelerate's torch.distributed launcher (it runs on CPUs where there is
+    no GPU); the options it would otherwise warn about are given; a free port, not its
+    fixed default, so concurrent test runs do not meet.
+    """
+    env = {**os.environ, "NO_COLOR": "1", "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", *launch, "--num_processes", str(nproc),
+           "--num_machines", "1", "--dynamo_backend", "no", "--main_process_port", str(_free_port()),
+           "-m", "royalty.cli", *map(str, args)]
+    return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout)
+
+
 def _check(proc: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
     assert proc.returncode == 0, f"exit {proc.returncode}:\n{proc.stderr[-4000:]}"
     return proc
@@ -64,6 +87,7 @@ def runs(folders, tmp_path_factory) -> dict[str, tuple[Path, str]]:
     recipes = {
         "one": (royalty, ("--batch-size", "4", "--checkpoint-every", "2", *SGD)),
         "two": (torchrun, ("--batch-size", "4", "--checkpoint-every", "2", *SGD)),
+        "accelerate": (accelerate, ("--batch-size", "4", *SGD)),
         "accumulated": (royalty, ("--batch-size", "2", "--gradient-accumulation-steps", "2", *SGD)),
         "two-accumulated": (torchrun, ("--batch-size", "2", "--gradient-accumulation-steps", "2", *SGD)),
         "one-adam2": (royalty, ("--batch-size", "4", *ADAM2)),
@@ -115,6 +139,48 @@ def test_two_processes_equal_one_with_the_global_batch(runs) -> None:
     # rank 0 alone wrote checkpoints, each recorded in the manifest
     assert sorted(manifest["checkpoints"]) == ["step-00000000.pt", "step-00000002.pt"]
     assert manifest["outputs"] == run_folder.output_hashes(two)
+
+
+def test_accelerate_launch_equals_one_process_with_the_global_batch(runs) -> None:
+    (one, _), (acc, stdout) = runs["one"], runs["accelerate"]
+    _assert_same_run(one, acc, SGD_RTOL, weights_atol=1e-5)  # the tolerances of torchrun's test
+    assert json.loads(stdout)["world_size"] == 2
+    manifest = json.loads((acc / run_folder.MANIFEST).read_text())
+    assert manifest["world_size"] == 2 and manifest["config"]["mixed_precision"] == "no"
+
+
+def test_accelerate_mixed_precision_is_honoured(folders, tmp_path) -> None:
+    """`accelerate launch --mixed_precision bf16` trains in bf16 as --mixed-precision bf16 does."""
+    data, targets = folders
+    by_option = tmp_path / "option"
+    _check(torchrun("train", data, "--targets", targets, "--out", by_option, "--batch-size", "4",
+                    "--mixed-precision", "bf16", *SGD))
+    by_launcher = tmp_path / "launcher"
+    _check(accelerate("train", data, "--targets", targets, "--out", by_launcher, "--batch-size", "4", *SGD,
+                      launch=("--multi_gpu", "--mixed_precision", "bf16")))
+    assert json.loads((by_launcher / run_folder.MANIFEST).read_text())["config"]["mixed_precision"] == "bf16"
+    # the same recipe on the same 2 processes: the same bits, whichever way bf16 was asked for
+    assert _values(by_option).equals(_values(by_launcher))
+
+
+@pytest.mark.parametrize(
+    ("launch", "option", "message"),
+    [
+        (("--multi_gpu", "--mixed_precision", "fp16"), (), "accelerate launch --mixed_precision fp16: royalty trains in no or bf16"),
+        (("--multi_gpu", "--mixed_precision", "bf16"), ("--mixed-precision", "no"),
+         "--mixed-precision no but accelerate launch --mixed_precision bf16"),
+        # accelerate's --cpu starts one process and leaves the rest to mpirun: not a silent 1-process run
+        (("--cpu",), (), "accelerate launch --cpu with several processes starts only one"),
+    ],
+    ids=["fp16", "conflict", "cpu-without-mpirun"],
+)
+def test_accelerate_launches_royalty_cannot_honour_are_refused(folders, tmp_path, launch, option, message) -> None:
+    data, targets = folders
+    out = tmp_path / "refused"
+    proc = accelerate("train", data, "--targets", targets, "--out", out, "--batch-size", "4", *option, *SGD,
+                      launch=launch, timeout=300)
+    assert proc.returncode != 0 and message in proc.stderr, proc.stderr[-3000:]
+    assert not out.exists()  # refused before anything was written
 
 
 def test_gradient_accumulation_is_the_union_of_micro_batches(runs) -> None:
