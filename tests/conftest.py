@@ -1,5 +1,12 @@
+import os
 import sys
 from pathlib import Path
 
 # test helpers (engine_reference, engine_cases, ...) are plain modules beside the tests
 sys.path.insert(0, str(Path(__file__).parent))
+
+# Under pytest-xdist (the README's `-n auto`) the workers share the machine's cores: one
+# OpenMP thread each, for the worker's own torch and for the CLI processes it starts,
+# or each worker's threads wait for cores the other holds (3x slower, BENCHMARKS.md).
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ["OMP_NUM_THREADS"] = "1"
