@@ -5,6 +5,8 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -13,11 +15,35 @@ from royalty.errors import DataError, UsageError
 
 ESTIMATORS = ("exact", "fresh", "subset")
 MIXED_PRECISION = ("no", "bf16")
+# accelerate's --mixed_precision reaches the processes as this variable
+ACCELERATE_MIXED_PRECISION = "ACCELERATE_MIXED_PRECISION"
 # Options added after runs were first recorded: at these values they are left out of the
 # recipe hash, so a run recorded before they existed keeps its recipe and run id.
 _LATER_DEFAULTS = {"gradient_accumulation_steps": 1, "mixed_precision": "no"}
 REFERENCE_TARGETS_MEAN = "targets-mean"
 REFERENCE_NONE = "none"
+
+
+def mixed_precision_of(requested: str | None, env: Mapping[str, str] = os.environ) -> str:
+    """--mixed-precision, or what `accelerate launch --mixed_precision` asked for.
+
+    accelerate passes its choice in the environment and sets it to "no" when it was not
+    given, so "no" there defers to the option; any other value must agree with it.
+    """
+    launcher = env.get(ACCELERATE_MIXED_PRECISION, "no").lower()
+    if launcher == "no":
+        return requested or "no"
+    if requested is not None and requested != launcher:
+        raise UsageError(
+            f"--mixed-precision {requested} but accelerate launch --mixed_precision {launcher} "
+            f"({ACCELERATE_MIXED_PRECISION}={launcher}): give one, or the same in both"
+        )
+    if launcher not in MIXED_PRECISION:
+        raise UsageError(
+            f"accelerate launch --mixed_precision {launcher}: royalty trains in {' or '.join(MIXED_PRECISION)} "
+            f"(fp16 needs a loss scaler the values would have to undo); relaunch with --mixed_precision bf16 or no"
+        )
+    return launcher
 
 
 @dataclass(frozen=True)

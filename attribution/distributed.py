@@ -19,7 +19,6 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as torch_dist
 
-from royalty.attribution.config import MIXED_PRECISION
 from royalty.errors import UsageError
 
 # How long a process waits for the others at one collective before failing. Long enough
@@ -49,8 +48,6 @@ class Dist:
 # Launchers that start processes without torch.distributed's variables: royalty would
 # run alone in each of them, so they are refused rather than mistaken for one process.
 _MPI_WORLD = ("OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_SIZE", "MV2_COMM_WORLD_SIZE")
-# accelerate's --mixed_precision reaches the processes as this variable
-ACCELERATE_MIXED_PRECISION = "ACCELERATE_MIXED_PRECISION"
 
 
 def from_env(env: Mapping[str, str] = os.environ) -> Dist:
@@ -84,28 +81,6 @@ def _refuse_launch_without_world(env: Mapping[str, str]) -> None:
             "the others): for N CPU processes use accelerate launch --multi_gpu --num_processes N "
             "(it uses CPUs where there is no GPU), or torchrun --nproc_per_node N"
         )
-
-
-def mixed_precision(requested: str | None, env: Mapping[str, str] = os.environ) -> str:
-    """--mixed-precision, or what `accelerate launch --mixed_precision` asked for.
-
-    accelerate passes its choice in the environment and sets it to "no" when it was not
-    given, so "no" there defers to the option; any other value must agree with it.
-    """
-    launcher = env.get(ACCELERATE_MIXED_PRECISION, "no").lower()
-    if launcher == "no":
-        return requested or "no"
-    if requested is not None and requested != launcher:
-        raise UsageError(
-            f"--mixed-precision {requested} but accelerate launch --mixed_precision {launcher} "
-            f"({ACCELERATE_MIXED_PRECISION}={launcher}): give one, or the same in both"
-        )
-    if launcher not in MIXED_PRECISION:
-        raise UsageError(
-            f"accelerate launch --mixed_precision {launcher}: royalty trains in {' or '.join(MIXED_PRECISION)} "
-            f"(fp16 needs a loss scaler the values would have to undo); relaunch with --mixed_precision bf16 or no"
-        )
-    return launcher
 
 
 def backend_for(device: torch.device) -> str:

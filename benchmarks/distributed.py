@@ -84,7 +84,7 @@ def main() -> None:
         tmp = Path(tmp_name)
         for k in args.targets:
             targets = _targets(k, tmp)
-            times: dict[tuple[int, int, bool], list[float]] = {}
+            times: dict[tuple[int, int, str, bool], list[float]] = {}
             for _ in range(args.repeats):
                 for processes, threads, launcher in layouts:
                     for values in (False, True):

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import typer
 
-from royalty.attribution.config import REFERENCE_TARGETS_MEAN, TrainConfig
+from royalty.attribution.config import REFERENCE_TARGETS_MEAN, TrainConfig, mixed_precision_of
 from royalty.cli.app import app
 from royalty.cli.console import make_console, write_stdout
 from royalty.cli.options import QuietOption
@@ -49,18 +49,18 @@ def train_command(
     quiet: bool = QuietOption,
 ) -> None:
     """Fine-tune a diffusion model on owner-tagged images and value every image for every target."""
-    from royalty.attribution import distributed  # torch loads here, not at start-up: other commands stay fast
-
-    mixed_precision = distributed.mixed_precision(mixed_precision)
     config = TrainConfig(
         data=data, targets=targets, out=out, model=model, resolution=resolution, steps=steps, epochs=epochs,
         batch_size=batch_size, lr=lr, optimizer=optimizer, weight_decay=weight_decay, order=order,
         timestep_draws=timestep_draws, target_max_timestep=target_max_timestep, estimator=estimator,
         target_subset=target_subset, reference=reference, seed=seed, values=not no_values,
         checkpoint_every=checkpoint_every, warmup_steps=warmup_steps, warmup_lr=warmup_lr, freeze=tuple(freeze),
-        gradient_accumulation_steps=gradient_accumulation_steps, mixed_precision=mixed_precision,
+        gradient_accumulation_steps=gradient_accumulation_steps, mixed_precision=mixed_precision_of(mixed_precision),
     )
-    with distributed.launched() as dist:
+    # torch and diffusers load here, not at start-up: other commands stay fast
+    from royalty.attribution.distributed import launched
+
+    with launched() as dist:
         with _on_rank(dist):
             _train(config, resume, force, quiet or not dist.is_main, dist)
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -37,12 +38,16 @@ SGD_RTOL = 1e-5
 ADAM_RTOL = 1e-3
 
 
+def _launch_env() -> dict[str, str]:
+    """What each launched worker runs with: plain stderr, one thread each on the shared cores."""
+    return {**os.environ, "NO_COLOR": "1", "OMP_NUM_THREADS": "1"}
+
+
 def torchrun(*args: str | os.PathLike, nproc: int = 2, timeout: float = 600) -> subprocess.CompletedProcess:
     """The real CLI under torchrun; --standalone picks a free port for the rendezvous."""
-    env = {**os.environ, "NO_COLOR": "1", "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(nproc),
            "-m", "royalty.cli", *map(str, args)]
-    return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout)
+    return subprocess.run(cmd, capture_output=True, text=True, env=_launch_env(), timeout=timeout)
 
 
 def _free_port() -> int:
@@ -61,11 +66,10 @@ def accelerate(*args: str | os.PathLike, launch: tuple[str, ...] = ("--multi_gpu
     no GPU); the options it would otherwise warn about are given; a free port, not its
     fixed default, so concurrent test runs do not meet.
     """
-    env = {**os.environ, "NO_COLOR": "1", "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "accelerate.commands.launch", *launch, "--num_processes", str(nproc),
            "--num_machines", "1", "--dynamo_backend", "no", "--main_process_port", str(_free_port()),
            "-m", "royalty.cli", *map(str, args)]
-    return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout)
+    return subprocess.run(cmd, capture_output=True, text=True, env=_launch_env(), timeout=timeout)
 
 
 def _check(proc: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
@@ -180,6 +184,8 @@ def test_accelerate_launches_royalty_cannot_honour_are_refused(folders, tmp_path
     proc = accelerate("train", data, "--targets", targets, "--out", out, "--batch-size", "4", *option, *SGD,
                       launch=launch, timeout=300)
     assert proc.returncode != 0 and message in proc.stderr, proc.stderr[-3000:]
+    # the worker's own exit code is the usage error's (DESIGN.md §5); the launcher reports it
+    assert re.search(r"exit(code: | status )2\b", proc.stderr), proc.stderr[-3000:]
     assert not out.exists()  # refused before anything was written
 
 
@@ -222,7 +228,7 @@ def test_a_dying_process_ends_the_job(folders, tmp_path) -> None:
     """Kill one worker mid-run: the job must fail promptly, not hang, and write no values."""
     data, targets = folders
     out = tmp_path / "killed"
-    env = {**os.environ, "NO_COLOR": "1", "OMP_NUM_THREADS": "1"}
+    env = _launch_env()
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "royalty.cli",
            "train", str(data), "--targets", str(targets), "--out", str(out), "--batch-size", "4",
            *BASE[:-4], "--steps", "500", "--lr", "0.001"]

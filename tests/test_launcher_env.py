@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import pytest
 
-from royalty.attribution.distributed import Dist, from_env, mixed_precision
+from royalty.attribution.config import mixed_precision_of
+from royalty.attribution.distributed import Dist, from_env
 from royalty.errors import UsageError
 
 
@@ -53,7 +54,7 @@ def test_accelerate_cpu_single_process_with_a_rendezvous_is_refused() -> None:
 )
 def test_mixed_precision_from_option_or_accelerate(option, launcher, expected) -> None:
     env = {} if launcher is None else {"ACCELERATE_MIXED_PRECISION": launcher}
-    assert mixed_precision(option, env) == expected
+    assert mixed_precision_of(option, env) == expected
 
 
 @pytest.mark.parametrize(
@@ -63,4 +64,4 @@ def test_mixed_precision_from_option_or_accelerate(option, launcher, expected) -
 )
 def test_mixed_precision_conflicts_and_unsupported(option, launcher, message) -> None:
     with pytest.raises(UsageError, match=message):
-        mixed_precision(option, {"ACCELERATE_MIXED_PRECISION": launcher})
+        mixed_precision_of(option, {"ACCELERATE_MIXED_PRECISION": launcher})
