@@ -37,6 +37,7 @@ from royalty.attribution.data import ImageTable
 from royalty.attribution.diffusion import noise_prediction_losses
 from royalty.attribution.optim import make_optimizer
 from royalty.attribution.targets import TargetPlan, TargetRows
+from royalty.attribution.device import module_device
 from royalty.attribution.trainer import initial_model
 from royalty.attribution.trajectory import (
     Parallel, Tally, Valued, check_finite, set_lr, train_batch, valued_steps, warm_up, weights_sha256,
@@ -75,8 +76,8 @@ def column_losses(unet, scheduler, rows: TargetRows) -> np.ndarray:
     """ℓ_T per value target: the mean loss over its fixed draws (float64)."""
     losses = noise_prediction_losses(unet, scheduler, rows.images, rows.timesteps, rows.noise).to(torch.float64)
     n = len(rows.columns)
-    per = torch.zeros(n, dtype=torch.float64).index_add(0, rows.slot, losses) / torch.bincount(rows.slot, minlength=n)
-    return per.numpy()
+    per = torch.zeros(n, dtype=torch.float64, device=losses.device).index_add(0, rows.slot, losses)
+    return (per / torch.bincount(rows.slot, minlength=n)).cpu().numpy()
 
 
 class Retrainer:
@@ -91,9 +92,11 @@ class Retrainer:
         # (a run trained on several processes summed its gradients in another order)
         self.parallel = Parallel.of(config)
         self.phases = phases
-        self.rows = plan.rows(0)
         self.unet, self.scheduler, _ = initial_model(config)
         self.unet.train()
+        device = module_device(self.unet)
+        self.rows = plan.rows(0).to(device)
+        self.images = train.images.to(device)  # where the model computes
         self.base_seconds = 0.0
         state = store.load_base()
         if state is None:
@@ -114,7 +117,7 @@ class Retrainer:
         torch.manual_seed(cfg.seed)
         optimizer = make_optimizer(cfg.optimizer, self._params(), cfg.lr, cfg.weight_decay)
         self.phases.start("warm-up", cfg.warmup_steps)
-        warm_up(cfg, self.unet, self.scheduler, optimizer, self.train.images,
+        warm_up(cfg, self.unet, self.scheduler, optimizer, self.images,
                 lambda done, _total, _loss: self.phases.step(done), cfg.warmup_steps, self.parallel)
         return {"model": copy.deepcopy(self.unet.state_dict()), "optimizer": copy.deepcopy(optimizer.state_dict())}
 
@@ -132,7 +135,7 @@ class Retrainer:
         self.phases.start(label, self.total_steps)
         if self.game == "subset" or len(keep) == len(self.train):
             # everyone present: both games are the run's plain training (bit for bit at seed 0)
-            images = self.train.images[torch.tensor(keep, dtype=torch.long)]
+            images = self.images[torch.tensor(keep, dtype=torch.long, device=self.images.device)]
             valued_steps(
                 cfg, self.unet, self.scheduler, optimizer, images, Valued(self.plan, None, None, self.parallel),
                 Tally.zeros(len(keep), self.plan.n_columns), 0, self.total_steps, self.phases.step,
@@ -151,8 +154,8 @@ class Retrainer:
         params = self._params()
         n_timesteps = self.scheduler.config.num_train_timesteps
         for step in range(self.total_steps):
-            idx, x0, t, noise = train_batch(cfg, step, self.train.images, n_timesteps)
-            rows = present[idx]
+            idx, x0, t, noise = train_batch(cfg, step, self.images, n_timesteps)
+            rows = present[idx].to(x0.device)
             optimizer.zero_grad(set_to_none=False)
             for p in params:  # a step with none of T's rows still steps, with a zero gradient
                 if p.grad is None:

@@ -6,6 +6,7 @@ import dataclasses
 import hashlib
 import json
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +20,9 @@ MIXED_PRECISION = ("no", "bf16")
 ACCELERATE_MIXED_PRECISION = "ACCELERATE_MIXED_PRECISION"
 # Options added after runs were first recorded: at these values they are left out of the
 # recipe hash, so a run recorded before they existed keeps its recipe and run id.
-_LATER_DEFAULTS = {"gradient_accumulation_steps": 1, "mixed_precision": "no"}
+_LATER_DEFAULTS = {"gradient_accumulation_steps": 1, "mixed_precision": "no", "device": "cpu"}
+# --device: the CPU, or a CUDA GPU (under a launcher "cuda" is each process's own GPU)
+DEVICE_PATTERN = re.compile(r"cpu|cuda(:[0-9]+)?")
 REFERENCE_TARGETS_MEAN = "targets-mean"
 REFERENCE_NONE = "none"
 
@@ -44,6 +47,12 @@ def mixed_precision_of(requested: str | None, env: Mapping[str, str] = os.enviro
             f"(fp16 needs a loss scaler the values would have to undo); relaunch with --mixed_precision bf16 or no"
         )
     return launcher
+
+
+def check_device_name(name: str) -> None:
+    """The syntax of --device, checked before torch loads (device.py checks the hardware)."""
+    if not DEVICE_PATTERN.fullmatch(name):
+        raise UsageError(f"--device must be cpu, cuda or cuda:N, got {name!r}")
 
 
 @dataclass(frozen=True)
@@ -74,6 +83,7 @@ class TrainConfig:
     # a step's batch is this many micro-batches of batch_size rows (over all processes)
     gradient_accumulation_steps: int = 1
     mixed_precision: str = "no"  # "bf16": autocast of the training forward; values in float32/64
+    device: str = "cpu"  # "cpu", "cuda" or "cuda:N" (attribution/device.py resolves it)
 
     def __post_init__(self) -> None:
         if self.steps is not None and self.epochs is not None:
@@ -106,6 +116,7 @@ class TrainConfig:
             raise UsageError(f"--gradient-accumulation-steps must be at least 1, got {self.gradient_accumulation_steps}")
         if self.mixed_precision not in MIXED_PRECISION:
             raise UsageError(f"--mixed-precision must be one of {', '.join(MIXED_PRECISION)}, got {self.mixed_precision!r}")
+        check_device_name(self.device)
 
     @property
     def step_batch_size(self) -> int:

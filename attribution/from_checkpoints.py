@@ -21,6 +21,7 @@ from royalty.attribution.engine import EngineConfig, ValueEngine
 from royalty.attribution.optim import adamw_preconditioner, make_optimizer
 from royalty.attribution.recorded import Recorded
 from royalty.attribution.replay import Attributed, target_plan
+from royalty.attribution.device import module_device
 from royalty.attribution.trainer import initial_model
 from royalty.attribution.trajectory import ProgressFn, Tally, train_batch
 from royalty.errors import DataError, UsageError
@@ -58,8 +59,9 @@ def from_checkpoints(
     precondition = adamw_preconditioner(optimizer, params) if cfg.optimizer == "adamw" else None
     engine = ValueEngine(unet, EngineConfig(order=1))
     plan = target_plan(targets, cfg, "exact", 0)
-    rows = plan.rows(0)
-    images, n_timesteps = recorded.train.images, scheduler.config.num_train_timesteps
+    device = module_device(unet)
+    rows = plan.rows(0).to(device)
+    images, n_timesteps = recorded.train.images.to(device), scheduler.config.num_train_timesteps
     tally = Tally.zeros(len(recorded.train), plan.n_columns)
     total = windows[-1][1]
     for start, stop in windows:
@@ -83,7 +85,8 @@ def from_checkpoints(
             )
             if not bool(torch.isfinite(sv.first).all()):
                 raise DataError(f"non-finite values from the checkpoint at step {start}")
-            tally.add(idx[part], rows.columns, sv.first, torch.zeros_like(sv.first))
+            first = sv.first.cpu()
+            tally.add(idx[part], rows.columns, first, torch.zeros_like(first))
         if progress is not None:
             progress(stop, total, float("nan"))
     return Attributed(tally.first, tally.second, [], None)

@@ -20,6 +20,8 @@ from PIL import Image
 
 from royalty.atomic import write_bytes, write_text
 from royalty.attribution import run_folder
+from royalty.attribution.config import check_device_name
+from royalty.attribution.device import resolve_device, use_device
 from royalty.attribution.diffusion import load_model
 from royalty.attribution.recorded import verify_model_folder
 from royalty.attribution.trajectory import ProgressFn
@@ -39,8 +41,10 @@ class GenerateConfig:
     scheduler: str = "ddim"
     batch_size: int = 16
     force: bool = False
+    device: str = "cpu"
 
     def __post_init__(self) -> None:
+        check_device_name(self.device)
         if self.num < 1:
             raise UsageError(f"--num must be at least 1, got {self.num}")
         if self.seed < 0:
@@ -56,17 +60,21 @@ class GenerateConfig:
 def generate(config: GenerateConfig, progress: ProgressFn | None = None) -> dict[str, Any]:
     manifest = run_folder.read_manifest(config.run)
     model = verify_model_folder(config.run, manifest)
+    device = resolve_device(config.device)
     _check_out(config.out, config.force)
+    use_device(device)
     unet, scheduler = load_model(model)
     if config.scheduler == "ddim":
         pipe = DDIMPipeline(unet=unet, scheduler=DDIMScheduler.from_config(scheduler.config))
     else:
         pipe = DDPMPipeline(unet=unet, scheduler=scheduler)
     pipe.set_progress_bar_config(disable=True)
+    pipe.to(device)
     rows = []
     for lo in range(0, config.num, config.batch_size):
         seeds = list(range(config.seed + lo, config.seed + min(lo + config.batch_size, config.num)))
-        # one generator per image: an image depends on its own seed, not on its batch-mates'
+        # one generator per image: an image depends on its own seed, not on its batch-mates';
+        # CPU generators on every device: a seed draws the same starting noise everywhere
         generators = [torch.Generator().manual_seed(s) for s in seeds]
         kwargs = {"eta": 0.0} if config.scheduler == "ddim" else {}
         images = pipe(batch_size=len(seeds), generator=generators, num_inference_steps=config.steps, output_type="np", **kwargs).images
@@ -94,6 +102,7 @@ def generate(config: GenerateConfig, progress: ProgressFn | None = None) -> dict
         "scheduler": config.scheduler,
         "steps": config.steps,
         "seeds": [rows[0]["seed"], rows[-1]["seed"]],
+        "device": str(device),
     }
 
 

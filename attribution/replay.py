@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import torch
 
 from royalty.attribution.data import ImageTable
+from royalty.attribution.device import module_device
 from royalty.attribution.engine import ValueEngine
 from royalty.attribution.optim import adamw_preconditioner, make_optimizer
 from royalty.attribution.recorded import Recorded
@@ -55,7 +56,7 @@ def replay(recorded: Recorded, targets: ImageTable, progress: ProgressFn | None 
         par,
     )
     total = int(recorded.manifest["total_steps"])
-    images = recorded.train.images
+    images = recorded.train.images.to(module_device(unet))
     warm_up(cfg, unet, scheduler, optimizer, images, progress, cfg.warmup_steps + total, par)
     tally = Tally.zeros(len(recorded.train), plan.n_columns)
 
@@ -77,6 +78,8 @@ def _mismatch(recorded: Recorded, digest: str, expected: str | None) -> str:
     hint = ""
     if versions.get("torch") != here["torch"]:
         hint = f" (the run used torch {versions.get('torch')}, this is torch {here['torch']})"
+    elif recorded.config.device != "cpu":
+        hint = f" (the run computed on {recorded.config.device}: replay on the same kind of GPU and CUDA)"
     return (
         f"replaying {recorded.run_dir} did not reproduce its final weights (sha256 {digest[:12]}…, recorded "
         f"{str(expected)[:12]}…): the run's recipe, inputs or environment changed{hint}; its values for new "

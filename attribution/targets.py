@@ -29,6 +29,13 @@ class TargetRows:
     columns: torch.Tensor  # [S]: the value-target column of each slot
     scale: torch.Tensor  # [S]: weight of the slot's values in the run's sums
 
+    def to(self, device: torch.device) -> "TargetRows":
+        """The rows on `device` (draws are made on the CPU); the per-slot columns stay with the tally, on the CPU."""
+        return TargetRows(
+            self.images.to(device), self.timesteps.to(device), self.noise.to(device), self.slot.to(device),
+            self.columns, self.scale,
+        )
+
     def select(self, rows: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(images, timesteps, noise) of the given rows (None: all)."""
         if rows is None:

@@ -28,6 +28,7 @@ from royalty.attribution import checkpoint, run_folder
 from royalty.attribution.config import REFERENCE_NONE, REFERENCE_TARGETS_MEAN, TrainConfig
 from royalty.attribution.data import ImageTable, inputs_manifest, load_targets, load_training_data
 from royalty.attribution.distributed import Dist, barrier, same_everywhere, shard_rows
+from royalty.attribution.device import resolve_device, use_device
 from royalty.attribution.diffusion import build_default_unet, check_resolution, default_scheduler, load_model
 from royalty.attribution.engine import EngineConfig, ValueEngine, plan_model
 from royalty.attribution.optim import adamw_preconditioner, make_optimizer
@@ -49,16 +50,21 @@ class Prepared:
     scheduler: DDPMScheduler
     model_source: dict[str, Any]
     total_steps: int
+    device: torch.device = torch.device("cpu")
 
 
-def prepare(config: TrainConfig, resume: bool = False, force: bool = False, dist: Dist = Dist()) -> Prepared:
+def prepare(
+    config: TrainConfig, resume: bool = False, force: bool = False, dist: Dist = Dist(), device: torch.device | None = None
+) -> Prepared:
     """Every check that can fail, before anything is trained or written.
 
     Under a launcher every process runs these same checks on the same inputs, so a bad
     input fails on all of them alike; none writes anything before all have passed.
+    `device`: where to compute, as `resolve_device(config.device, dist)` chose it.
     """
+    device = device if device is not None else resolve_device(config.device, dist)
     shard_rows(dist, config.batch_size)
-    unet, scheduler, source = initial_model(config)
+    unet, scheduler, source = initial_model(config, device)
     train = load_training_data(config.data, config.resolution)
     targets = load_targets(config.targets, config.resolution)
     reference = None
@@ -69,11 +75,17 @@ def prepare(config: TrainConfig, resume: bool = False, force: bool = False, dist
     if config.values:
         plan_model(unet)  # refuses a model with parameters no rule covers
     _check_out(config, resume, force)
-    return Prepared(config, train, targets, reference, unet, scheduler, source, config.total_steps(len(train)))
+    return Prepared(config, train, targets, reference, unet, scheduler, source, config.total_steps(len(train)), device)
 
 
-def initial_model(config: TrainConfig) -> tuple[UNet2DModel, DDPMScheduler, dict[str, Any]]:
-    """The model a run starts from (before warm-up), its scheduler, and where it came from."""
+def initial_model(config: TrainConfig, device: torch.device | None = None) -> tuple[UNet2DModel, DDPMScheduler, dict[str, Any]]:
+    """The model a run starts from (before warm-up) on `device`, its scheduler, and where it came from.
+
+    `device` defaults to the run's --device in one process: what replay and audit use.
+    """
+    if device is None:
+        device = resolve_device(config.device)
+        use_device(device)
     if config.model is not None:
         unet, scheduler = load_model(config.model)
         check_resolution(unet, config.resolution)
@@ -85,7 +97,7 @@ def initial_model(config: TrainConfig) -> tuple[UNet2DModel, DDPMScheduler, dict
         scheduler = default_scheduler()
         source = {"kind": "default-tiny-unet"}
     freeze(unet, config.freeze)
-    return unet, scheduler, source
+    return unet.to(device), scheduler, source
 
 
 def freeze(model: torch.nn.Module, patterns: tuple[str, ...]) -> list[str]:
@@ -171,7 +183,7 @@ def train(
         adamw_preconditioner(optimizer, params) if cfg.optimizer == "adamw" else None,
         par,
     )
-    images, total = prep.train.images, prep.total_steps
+    images, total = prep.train.images.to(prep.device), prep.total_steps  # where the model computes
     tally = Tally.zeros(len(prep.train), plan.n_columns)
 
     def save_checkpoint(step: int) -> None:

@@ -151,7 +151,7 @@ def train_batch(cfg: TrainConfig, step: int, images: torch.Tensor, num_timesteps
     order = "order" if phase == "train" else "warmup-order"
     idx = batch_indices(cfg.seed, step, cfg.step_batch_size, images.shape[0], purpose=order)
     t, noise = noise_draws(cfg.seed, phase, step, len(idx), tuple(images.shape[1:]), num_timesteps)
-    return idx, images[idx], t, noise
+    return idx, images[idx], t.to(images.device), noise.to(images.device)
 
 
 def warm_up(
@@ -198,7 +198,7 @@ def valued_steps(
             loss = plain_step(unet, scheduler, optimizer, x0, t, noise, f"step {step}", par)
             tally.log.append(log_row(step, cfg.lr, loss, float("nan"), float("nan"), float("nan")))
         else:
-            rows = plan.rows(step)
+            rows = plan.rows(step).to(images.device)
             sv = engine.step(
                 _micro_losses(unet, scheduler, x0, t, noise, par),
                 lambda sel: noise_prediction_losses(unet, scheduler, *rows.select(sel)),
@@ -216,6 +216,8 @@ def valued_steps(
                     second=par.in_step_order(sv.second),
                     train_loss=float(par.in_step_order(sv.row_losses.float()).mean()),
                 )
+            # the tally and the log live on the CPU, whatever the device
+            sv = dataclasses.replace(sv, first=sv.first.cpu(), second=sv.second.cpu(), target_losses=sv.target_losses.cpu())
             check_finite(sv.train_loss, f"step {step}")
             if not bool(torch.isfinite(sv.total).all()):
                 raise TrainingError(f"non-finite values at step {step}: lower --lr (now {cfg.lr})")
@@ -256,8 +258,9 @@ def target_loss_after(unet, scheduler, rows: TargetRows, real: torch.Tensor) -> 
     """Mean loss of the step's real targets at w_{t+1}, on the same draws."""
     losses = noise_prediction_losses(unet, scheduler, rows.images, rows.timesteps, rows.noise).to(torch.float64)
     n = len(rows.columns)
-    per = torch.zeros(n, dtype=torch.float64).index_add(0, rows.slot, losses) / torch.bincount(rows.slot, minlength=n)
-    return float(per[real].mean())
+    per = torch.zeros(n, dtype=torch.float64, device=losses.device).index_add(0, rows.slot, losses)
+    per = per / torch.bincount(rows.slot, minlength=n)
+    return float(per.cpu()[real].mean())
 
 
 def log_row(step: int, lr: float, train_loss: float, before: float, after: float, value_sum: float) -> dict[str, float]:

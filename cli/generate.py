@@ -10,7 +10,7 @@ import typer
 
 from royalty.cli.app import app
 from royalty.cli.console import make_console, write_stdout
-from royalty.cli.options import QuietOption
+from royalty.cli.options import DeviceOption, QuietOption
 from royalty.cli.progress import step_progress
 
 
@@ -29,12 +29,13 @@ def generate_command(
     scheduler: Scheduler = typer.Option(Scheduler.ddim, "--scheduler", help="ddim (deterministic, fast) or ddpm (the training scheduler)."),
     batch_size: int = typer.Option(16, "--batch-size", help="Images per forward pass."),
     force: bool = typer.Option(False, "--force", help="Replace the images of an earlier `royalty generate` in --out."),
+    device: str = DeviceOption,
     quiet: bool = QuietOption,
 ) -> None:
     """Sample images with the run's fine-tuned model; the folder is ready for `royalty attribute`."""
     from royalty.attribution.generate import GenerateConfig, generate
 
-    config = GenerateConfig(run=run, out=out, num=num, seed=seed, steps=steps, scheduler=scheduler.value, batch_size=batch_size, force=force)
+    config = GenerateConfig(run=run, out=out, num=num, seed=seed, steps=steps, scheduler=scheduler.value, batch_size=batch_size, force=force, device=device)
     console = make_console(quiet)
     with step_progress(console, "generate", num, quiet) as progress:
         summary = generate(config, progress)

@@ -13,3 +13,10 @@ OutputOption = typer.Option(
     help="Write the document to FILE (atomically: complete or not at all) instead of stdout; "
     "stdout then stays empty.",
 )
+
+DeviceOption = typer.Option(
+    "cpu",
+    "--device",
+    help="Where to compute: cpu, cuda or cuda:N (`royalty train` under torchrun/accelerate launch: cuda is each "
+    "process's own GPU, by LOCAL_RANK). GPU runs are not yet verified by royalty's tests (README).",
+)

@@ -12,7 +12,7 @@ import typer
 from royalty.attribution.config import REFERENCE_TARGETS_MEAN, TrainConfig, mixed_precision_of
 from royalty.cli.app import app
 from royalty.cli.console import make_console, write_stdout
-from royalty.cli.options import QuietOption
+from royalty.cli.options import DeviceOption, QuietOption
 from royalty.cli.progress import step_progress
 from royalty.errors import RoyaltyError, TrainingError
 
@@ -43,6 +43,7 @@ def train_command(
     no_values: bool = typer.Option(False, "--no-values", help="Plain training, no values (the overhead baseline)."),
     checkpoint_every: int = typer.Option(0, "--checkpoint-every", help="Save a resumable checkpoint every N steps (0: never)."),
     gradient_accumulation_steps: int = typer.Option(1, "--gradient-accumulation-steps", help="Micro-batches of --batch-size rows per optimizer step; values use the step's whole batch."),
+    device: str = DeviceOption,
     mixed_precision: str = typer.Option(None, "--mixed-precision", help="no, or bf16: autocast of the training forward (values still in float32/64). Default: no, or accelerate launch's --mixed_precision.", show_default=False),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last checkpoint."),
     force: bool = typer.Option(False, "--force", help="Replace the run in --out."),
@@ -56,21 +57,26 @@ def train_command(
         target_subset=target_subset, reference=reference, seed=seed, values=not no_values,
         checkpoint_every=checkpoint_every, warmup_steps=warmup_steps, warmup_lr=warmup_lr, freeze=tuple(freeze),
         gradient_accumulation_steps=gradient_accumulation_steps, mixed_precision=mixed_precision_of(mixed_precision),
+        device=device,
     )
     # torch and diffusers load here, not at start-up: other commands stay fast
-    from royalty.attribution.distributed import launched
+    from royalty.attribution.device import resolve_device, use_device
+    from royalty.attribution.distributed import from_env, launched
 
-    with launched() as dist:
+    target = resolve_device(config.device, from_env())
+    use_device(target)  # before the process group: NCCL binds to the current GPU
+    with launched(target) as dist:
         with _on_rank(dist):
-            _train(config, resume, force, quiet or not dist.is_main, dist)
+            _train(config, resume, force, quiet or not dist.is_main, dist, target)
 
 
-def _train(config, resume: bool, force: bool, quiet: bool, dist) -> None:
+def _train(config, resume: bool, force: bool, quiet: bool, dist, device) -> None:
     from royalty.attribution.trainer import prepare, train
 
     console = make_console(quiet)  # only rank 0 shows progress
-    prep = prepare(config, resume=resume, force=force, dist=dist)
+    prep = prepare(config, resume=resume, force=force, dist=dist, device=device)
     processes = f" on {dist.world} processes" if dist.active else ""
+    processes += f" on {device}" if device.type != "cpu" else ""
     console.print(
         f"training on {len(prep.train)} images from {len(set(prep.train.owners))} owners, "
         f"{len(prep.targets)} targets, {config.warmup_steps} warm-up + {prep.total_steps} valued steps{processes}", highlight=False

@@ -1,0 +1,75 @@
+"""How separable are sample_data's styles without any model? (context for the train issue's 90 % goal)
+
+    python benchmarks/style_baselines.py [--data sample_data]
+
+Predicts each single-style target's owner with a nearest-owner-centroid rule on simple,
+unlearned image features, and prints the share of targets it gets right. Summed in-run
+values pick the owner the same way: Σ over an owner's images of ⟨g_target, g_image⟩ is
+the target's inner product with the owner's gradient centroid, so a centroid rule on
+raw pixels or edges says how much of the goal plain image statistics already reach.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from PIL import Image
+
+
+def _load(folder: Path, names: pd.Series) -> np.ndarray:
+    return np.stack([np.asarray(Image.open(folder / n).convert("RGB"), dtype=np.float64) / 255 for n in names])
+
+
+def _edges(a: np.ndarray) -> np.ndarray:
+    """Per-pixel gradient magnitude, summed over the colour channels."""
+    gx = np.diff(a, axis=2)[:, :-1]
+    gy = np.diff(a, axis=1)[:, :, :-1]
+    return np.sqrt(gx**2 + gy**2).sum(-1)
+
+
+FEATURES: dict[str, Callable[[np.ndarray], np.ndarray]] = {
+    "pixels": lambda a: a.reshape(len(a), -1),
+    "edge map": lambda a: _edges(a).reshape(len(a), -1),
+    "edge-strength histogram": lambda a: np.stack([np.histogram(e, bins=20, range=(0, 3))[0] for e in _edges(a)]).astype(float),
+    "colour histogram (64 bins)": lambda a: np.stack(
+        [np.bincount(i.ravel(), minlength=64) for i in (a * 3.999).astype(int) @ np.array([16, 4, 1])]
+    ).astype(float),
+}
+RULES: dict[str, Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]] = {
+    # the rule summed values follow: centred inner product with each owner's centroid
+    "inner product": lambda g, c, mu: (g - g.mean(0)) @ (c - mu).T,
+    "distance": lambda g, c, mu: -((g[:, None] - c[None]) ** 2).sum(-1),
+}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data", type=Path, default=Path("sample_data"))
+    args = ap.parse_args()
+    train = pd.read_csv(args.data / "train" / "metadata.csv", dtype=str, keep_default_na=False)
+    targets = pd.read_csv(args.data / "targets" / "metadata.csv", dtype=str, keep_default_na=False)
+    targets = targets[targets["owner"] != ""]
+    x = _load(args.data / "train", train["file_name"])
+    y = _load(args.data / "targets", targets["file_name"])
+    owners = sorted(train["owner"].unique())
+    truth = targets["owner"].to_numpy()
+    print(f"{len(truth)} single-style targets, {len(owners)} owners (chance {100 / len(owners):.0f} %)")
+    print("| features | " + " | ".join(RULES) + " |")
+    print("|---|" + "---|" * len(RULES))
+    for name, feature in FEATURES.items():
+        f, g = feature(x), feature(y)
+        centroids = np.stack([f[train["owner"].to_numpy() == o].mean(0) for o in owners])
+        cells = []
+        for rule in RULES.values():
+            predicted = np.array(owners)[rule(g, centroids, f.mean(0)).argmax(1)]
+            hits = int((predicted == truth).sum())
+            cells.append(f"{hits}/{len(truth)} ({100 * hits / len(truth):.0f} %)")
+        print(f"| {name} | " + " | ".join(cells) + " |")
+
+
+if __name__ == "__main__":
+    main()
