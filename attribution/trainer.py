@@ -84,7 +84,10 @@ def initial_model(config: TrainConfig, device: torch.device | None = None) -> tu
     `device` defaults to the run's --device in one process: what replay and audit use.
     """
     if device is None:
-        device = resolve_device(config.device)
+        try:
+            device = resolve_device(config.device)
+        except UsageError as exc:
+            raise UsageError(f"the run was trained with --device {config.device} and is rebuilt on the same: {exc}") from exc
         use_device(device)
     if config.model is not None:
         unet, scheduler = load_model(config.model)

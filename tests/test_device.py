@@ -118,3 +118,15 @@ def test_generate_on_a_gpu_this_machine_lacks_is_refused(tmp_path) -> None:
     assert proc.returncode == 2, proc.stderr
     assert "--device cuda" in proc.stderr
     assert not out.exists()
+
+
+def test_replaying_a_gpu_run_on_this_machine_says_which_device_it_needs(tmp_path) -> None:
+    data, targets, run = make_data(tmp_path / "train"), make_targets(tmp_path / "targets"), tmp_path / "run"
+    royalty("train", data, "--targets", targets, "--out", run, "--steps", "1", *TINY, check=True)
+    manifest = json.loads((run / "run.json").read_text())
+    manifest["config"]["device"] = "cuda"  # as a GPU machine would have recorded it
+    (run / "run.json").write_text(json.dumps(manifest))
+    proc = royalty("attribute", run, targets, "--mode", "replay", "--quiet")
+    assert proc.returncode == 2, proc.stderr
+    assert "trained with --device cuda" in proc.stderr
+    assert not (run / "attributions").exists()
