@@ -1,6 +1,6 @@
 """Engine cost per optimizer step, every method measured side by side in one run.
 
-    python benchmarks/engine.py [--repeats 3] [--quick]
+    python benchmarks/engine.py [--repeats 3] [--quick] [--device cpu|cuda]
 
 For the default tiny UNet at 16 and 32 px, and B=16/K=4 and B=64/K=16 (one draw per
 target), prints milliseconds per step and the ratio to plain training on the B+K batch:
@@ -15,7 +15,8 @@ target), prints milliseconds per step and the ratio to plain training on the B+K
 - loop:        one backward per row, then the dots.
 
 Peak memory is each method's peak resident memory above what the process held before
-it started (each method runs in its own forked child).
+it started (each method runs in its own forked child); with `--device cuda`, the peak
+of GPU memory torch allocated, and times wait for the GPU to finish each step.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from collections.abc import Callable
 
 import torch
 
+from royalty.attribution.device import use_device
 from royalty.attribution.diffusion import build_default_unet, default_scheduler, noise_prediction_losses
 from royalty.attribution.engine import EngineConfig, ValueEngine
 
@@ -39,22 +41,22 @@ def _rss_mb() -> float:
         return int(fh.read().split()[1]) * resource.getpagesize() / 2**20
 
 
-def _setup(res: int, b: int, k: int):
+def _setup(res: int, b: int, k: int, device: torch.device):
     torch.manual_seed(0)
-    unet = build_default_unet(res, seed=0)
+    unet = build_default_unet(res, seed=0).to(device)
     sched = default_scheduler()
     g = torch.Generator().manual_seed(0)
     x = torch.rand((b + k, 3, res, res), generator=g) * 2 - 1
     noise = torch.randn(x.shape, generator=g)
     t = torch.randint(0, 1000, (b + k,), generator=g)
-    return unet, sched, x, t, noise
+    return unet, sched, x.to(device), t.to(device), noise.to(device)
 
 
-def _method(name: str, res: int, b: int, k: int) -> Callable[[], None]:
-    unet, sched, x, t, noise = _setup(res, b, k)
+def _method(name: str, res: int, b: int, k: int, device: torch.device) -> Callable[[], None]:
+    unet, sched, x, t, noise = _setup(res, b, k, device)
     params = {n: p for n, p in unet.named_parameters()}
     tr, tg = slice(0, b), slice(b, b + k)
-    index = torch.arange(k)
+    index = torch.arange(k, device=device)
 
     def losses(rows: slice) -> Callable[[], torch.Tensor]:
         return lambda: noise_prediction_losses(unet, sched, x[rows], t[rows], noise[rows])
@@ -114,16 +116,29 @@ def _method(name: str, res: int, b: int, k: int) -> Callable[[], None]:
     raise ValueError(name)
 
 
-def _measure(name: str, res: int, b: int, k: int, repeats: int, out: mp.Queue) -> None:
+def _measure(name: str, res: int, b: int, k: int, repeats: int, device_name: str, out: mp.Queue) -> None:
     base = _rss_mb()
     try:
-        run = _method(name, res, b, k)
+        device = torch.device(device_name)
+        gpu = device.type == "cuda"
+        if gpu:
+            use_device(device)  # the kernels `royalty train --device cuda` runs with
+        run = _method(name, res, b, k, device)
         run()  # warm-up
+        if gpu:
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+            base = torch.cuda.memory_allocated() / 2**20
         start = time.perf_counter()
         for _ in range(repeats):
             run()
+        if gpu:
+            torch.cuda.synchronize()
         ms = (time.perf_counter() - start) / repeats * 1000
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 - base
+        if gpu:
+            peak = torch.cuda.max_memory_allocated() / 2**20 - base
+        else:
+            peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 - base
         out.put((ms, peak, None))
     except Exception as exc:  # report, don't hide: the table says which method failed
         out.put((float("nan"), float("nan"), f"{type(exc).__name__}: {str(exc)[:80]}"))
@@ -136,17 +151,20 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--quick", action="store_true", help="16 px, B=16/K=4 only")
+    ap.add_argument("--device", default="cpu", help="cpu or cuda (each method in a forked child, which starts CUDA itself)")
     args = ap.parse_args()
     ctx = mp.get_context("fork")
     cases = [(16, 16, 4)] if args.quick else [(16, 16, 4), (16, 64, 16), (32, 16, 4), (32, 64, 16)]
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {args.repeats} timed steps per cell")
+    # the parent never starts CUDA: a forked child could not start it again
+    where = "" if args.device.startswith("cuda") else f", {torch.get_num_threads()} threads"
+    print(f"torch {torch.__version__}, {args.device}{where}, {args.repeats} timed steps per cell")
     print("| px | B | K | method | ms/step | × plain | peak MB | × plain MB |")
     print("|---|---|---|---|---|---|---|---|")
     for res, b, k in cases:
         rows = {}
         for name in METHODS:
             q: mp.Queue = ctx.Queue()
-            p = ctx.Process(target=_measure, args=(name, res, b, k, args.repeats, q))
+            p = ctx.Process(target=_measure, args=(name, res, b, k, args.repeats, args.device, q))
             p.start()
             rows[name] = q.get()
             p.join()

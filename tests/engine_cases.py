@@ -1,14 +1,25 @@
-"""Small models and batches for the engine tests: one per layer rule and configuration."""
+"""Small models and batches for the engine tests: one per layer rule and configuration.
+
+Cases are built on the CPU (the same numbers everywhere) and moved to DEVICE: the CPU,
+or `ROYALTY_TEST_DEVICE=cuda` on a GPU machine, which runs the engine's exactness tests
+there with the kernels `royalty train --device cuda` uses.
+"""
 
 from __future__ import annotations
 
+import dataclasses
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
+from royalty.attribution.device import resolve_device, use_device
 from royalty.attribution.diffusion import TinyUNetConfig, build_default_unet, default_scheduler, noise_prediction_losses
+
+DEVICE = resolve_device(os.environ.get("ROYALTY_TEST_DEVICE", "cpu"))
+use_device(DEVICE)
 
 
 @dataclass
@@ -92,7 +103,7 @@ def layer_case(
         y = torch.randn(model(x).shape, generator=g, dtype=dtype)
     tr = (x[:n_train], y[:n_train])
     tg = (x[n_train:], y[n_train:])
-    return Case(model, tr, tg, _index(n_targets, draws), n_targets, _mse)
+    return _on_device(Case(model, tr, tg, _index(n_targets, draws), n_targets, _mse))
 
 
 def unet_case(
@@ -117,4 +128,14 @@ def unet_case(
 
     tr = (x0[:n_train], t[:n_train], noise[:n_train])
     tg = (x0[n_train:], t[n_train:], noise[n_train:])
-    return Case(model, tr, tg, _index(n_targets, draws), n_targets, loss)
+    return _on_device(Case(model, tr, tg, _index(n_targets, draws), n_targets, loss))
+
+
+def _on_device(case: Case) -> Case:
+    return dataclasses.replace(
+        case,
+        model=case.model.to(DEVICE),
+        train=tuple(t.to(DEVICE) for t in case.train),
+        targets=tuple(t.to(DEVICE) for t in case.targets),
+        target_index=case.target_index.to(DEVICE),
+    )

@@ -41,7 +41,7 @@ def reference_values(
     """(first [B,K], second-order term [B,K]) by the definitions of DESIGN.md §1."""
     gz = torch.stack(per_sample_grads(model, train_loss, n_train))  # [B, D]
     gt = torch.stack(target_grads(model, target_loss, n_targets))  # [K, D]
-    p = torch.ones(gz.shape[1], dtype=gz.dtype) if precond is None else precond
+    p = torch.ones(gz.shape[1], dtype=gz.dtype, device=gz.device) if precond is None else precond
     first = lr / n_train * gz @ (p * gt).T
     second = torch.zeros_like(first)
     if order == 2:

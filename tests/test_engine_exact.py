@@ -28,7 +28,10 @@ def rel_err(got: torch.Tensor, want: torch.Tensor) -> float:
 def fixed_precond(case: Case, seed: int = 1) -> dict[str, torch.Tensor]:
     """A positive diagonal like Adam's, but arbitrary so every element matters."""
     g = torch.Generator().manual_seed(seed)
-    return {n: torch.rand(p.shape, generator=g, dtype=torch.float64).to(p.dtype) + 0.5 for n, p in case.model.named_parameters()}
+    return {
+        n: torch.rand(p.shape, generator=g, dtype=torch.float64).to(device=p.device, dtype=p.dtype) + 0.5
+        for n, p in case.model.named_parameters()
+    }
 
 
 def run_engine(case: Case, path: str | None, order: int, precond: dict[str, torch.Tensor] | None):
