@@ -125,6 +125,27 @@ def shard_rows(dist: Dist, rows: int, what: str = "--batch-size") -> tuple[int, 
     return dist.rank * share, (dist.rank + 1) * share
 
 
+def shard_range(dist: Dist, n: int) -> tuple[int, int]:
+    """[start, stop) of this process's share of `n` items, as even as possible (sizes differ by ≤ 1)."""
+    return dist.rank * n // dist.world, (dist.rank + 1) * n // dist.world
+
+
+def gather_shards(dist: Dist, local: torch.Tensor, n: int) -> torch.Tensor:
+    """Every process's `shard_range` share of `n` rows (`local`), in row order, on every process.
+
+    Shards differ in length by at most one row: each is padded to the longest for the
+    collective (which wants equal shapes) and cut back after it.
+    """
+    if not dist.active:
+        return local
+    longest = -(-n // dist.world)
+    padded = local.new_zeros((longest, *local.shape[1:]))
+    padded[: local.shape[0]] = local
+    parts = gather_rows(dist, padded)
+    sizes = [shard_range(Dist(rank, dist.world), n) for rank in range(dist.world)]
+    return torch.cat([part[: stop - start] for part, (start, stop) in zip(parts, sizes)])
+
+
 def reduce_gradients(dist: Dist, params: Sequence[torch.nn.Parameter], micro_batches: int) -> None:
     """`.grad` ← the mean over every process and micro-batch of their mean-loss gradients.
 

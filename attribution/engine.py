@@ -121,6 +121,7 @@ class ValueEngine:
         preconditioner: Callable[[Mapping[str, torch.Tensor]], Mapping[str, torch.Tensor]] | None = None,
         finish_grads: Callable[[], None] | None = None,
         step_rows: int | None = None,
+        gather_targets: Callable[[torch.Tensor], torch.Tensor] | None = None,
     ) -> StepValues:
         """Backward the mean training loss into `.grad` (as plain training does) and value it.
 
@@ -135,7 +136,13 @@ class ValueEngine:
         rows only); row r belongs to target `target_index[r]`, and a target's loss is the
         mean of its rows.
         `preconditioner(grads)` returns P (same shapes) from this step's gradients.
+        `gather_targets`: this call's `n_targets` targets are one process's share of the
+        step's; `gather_targets(local)` turns a [n_targets, ...] tensor into the step's
+        [K, ...] (every process's shares in target order). Each target's gradient sums
+        (and Hessian-vector products) are gathered, so the values cover all K targets;
+        ghost, which needs the targets' factors rather than their sums, is not used.
         """
+        gather = gather_targets if gather_targets is not None else (lambda local: local)
         micro = (train_losses,) if callable(train_losses) else tuple(train_losses)
         # 1. the training batch: exactly the backward plain training runs (per micro-batch)
         trains: list[dict[str, PerSample]] = []
@@ -173,21 +180,27 @@ class ValueEngine:
             tcap.set_output_grads([g if g is not None else torch.zeros_like(o) for g, o in zip(out_grads, outs)])
         target = tcap.collect()
         n_target_rows = rows.shape[0]
+        all_target_losses = gather(per_target.detach().to(torch.float64))
+        k_all = all_target_losses.shape[0]
 
         precond = dict(preconditioner(grads)) if preconditioner is not None else None
         firsts: list[torch.Tensor] = []
         chosen: dict[str, PathName] = {}
+        sums: dict[str, torch.Tensor] = {}  # each parameter's [K, ...] target gradients, once per step
         for train, size in zip(trains, sizes):
-            first = torch.zeros(size, n_targets, dtype=torch.float64, device=losses.device)
+            first = torch.zeros(size, k_all, dtype=torch.float64, device=losses.device)
             for name in self.params:
                 tr, tg = train[name], target[name]
-                path = self._path(name, tr, tg, n_target_rows, n_targets, dense_target=precond is not None)
+                dense = precond is not None or gather_targets is not None
+                path = self._path(name, tr, tg, n_target_rows, n_targets, dense_target=dense)
                 chosen[name] = path
                 if path == "ghost":
                     assert isinstance(tr, Factored) and isinstance(tg, Factored)
                     d = dots_ghost(tr, tg, target_index, n_targets)
                 else:
-                    u = target_sums(tg, target_index, n_targets)
+                    if name not in sums:
+                        sums[name] = gather(target_sums(tg, target_index, n_targets))
+                    u = sums[name]
                     if precond is not None:
                         u = u * _as_rows(precond[name], tr).unsqueeze(0)
                     d = dots_dense(tr, u, path)
@@ -200,13 +213,15 @@ class ValueEngine:
 
         seconds = [torch.zeros_like(f) for f in firsts]
         if self.config.order == 2:
-            seconds = self._second_order(target_losses, target_index, n_targets, trains, sizes, grads, precond, chosen, rows_total, lr)
+            seconds = self._second_order(
+                target_losses, target_index, n_targets, trains, sizes, grads, precond, chosen, rows_total, lr, gather
+            )
 
         return StepValues(
             first=firsts[0] if len(firsts) == 1 else torch.cat(firsts),
             second=seconds[0] if len(seconds) == 1 else torch.cat(seconds),
             train_loss=float(loss.detach()) if len(micro) == 1 else float(torch.cat(row_losses).mean()),
-            target_losses=per_target.detach().to(torch.float64),
+            target_losses=all_target_losses,
             paths=chosen,
             row_losses=torch.cat(row_losses),
         )
@@ -257,15 +272,16 @@ class ValueEngine:
         chosen: dict[str, PathName],
         rows_total: int,
         lr: float,
+        gather: Callable[[torch.Tensor], torch.Tensor],
     ) -> list[torch.Tensor]:
         names = list(self.params)
         params = [self.params[n] for n in names]
         # v = P Σ_j ∇ℓ(z_j) over the step's whole batch; `.grad` holds its mean
         v = [grads[n] * rows_total * (precond[n] if precond is not None else 1.0) for n in names]
-        hv = hessian_vector_products(target_losses, target_index, n_targets, params, v)
+        hv = [gather(h) for h in hessian_vector_products(target_losses, target_index, n_targets, params, v)]
         outs = []
         for train, size in zip(trains, sizes):
-            out = torch.zeros(size, n_targets, dtype=torch.float64, device=v[0].device)
+            out = torch.zeros(size, hv[0].shape[0], dtype=torch.float64, device=v[0].device)
             for name, h in zip(names, hv):
                 tr = train[name]
                 u = h if precond is None else h * precond[name].unsqueeze(0)

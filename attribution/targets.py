@@ -36,6 +36,14 @@ class TargetRows:
             self.columns, self.scale,
         )
 
+    def shard(self, start: int, stop: int) -> "TargetRows":
+        """The rows of slots [start, stop), renumbered from 0: one process's share of the targets."""
+        keep = (self.slot >= start) & (self.slot < stop)
+        return TargetRows(
+            self.images[keep], self.timesteps[keep], self.noise[keep], self.slot[keep] - start,
+            self.columns[start:stop], self.scale[start:stop],
+        )
+
     def select(self, rows: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(images, timesteps, noise) of the given rows (None: all)."""
         if rows is None:

@@ -20,7 +20,7 @@ from diffusers import DDPMScheduler, UNet2DModel
 
 from royalty.attribution.config import TrainConfig
 from royalty.attribution.diffusion import noise_prediction_losses
-from royalty.attribution.distributed import Dist, gather_rows, reduce_gradients, shard_rows
+from royalty.attribution.distributed import Dist, gather_rows, gather_shards, reduce_gradients, shard_range, shard_rows
 from royalty.attribution.draws import batch_indices, noise_draws
 from royalty.attribution.engine import ValueEngine
 from royalty.attribution.targets import TargetPlan, TargetRows
@@ -118,6 +118,21 @@ class Parallel:
             out[rows] = part
         return out
 
+    def target_share(self, rows: TargetRows) -> tuple[TargetRows, Callable[[torch.Tensor], torch.Tensor] | None]:
+        """This process's share of the step's targets, and how to gather a per-target tensor
+        back into all of them (None: this process evaluates every target).
+
+        Every process evaluates only its share of the targets (their rows' forward and
+        backward, and with --order 2 their Hessian-vector products), so the target side
+        shards as the training rows do. With fewer targets than processes each process
+        evaluates them all: a share could be empty.
+        """
+        n = len(rows.columns)
+        if not self.dist.active or n < self.dist.world:
+            return rows, None
+        start, stop = shard_range(self.dist, n)
+        return rows.shard(start, stop), lambda local: gather_shards(self.dist, local, n)
+
     def finish_grads(self, optimizer: torch.optim.Optimizer) -> None:
         params = [p for group in optimizer.param_groups for p in group["params"]]
         reduce_gradients(self.dist, params, self.micro_batches)
@@ -199,15 +214,17 @@ def valued_steps(
             tally.log.append(log_row(step, cfg.lr, loss, float("nan"), float("nan"), float("nan")))
         else:
             rows = plan.rows(step).to(images.device)
+            mine, gather = par.target_share(rows)
             sv = engine.step(
                 _micro_losses(unet, scheduler, x0, t, noise, par),
-                lambda sel: noise_prediction_losses(unet, scheduler, *rows.select(sel)),
-                rows.slot,
-                len(rows.columns),
+                lambda sel: noise_prediction_losses(unet, scheduler, *mine.select(sel)),
+                mine.slot,
+                len(mine.columns),
                 cfg.lr,
                 valued.precondition,
                 finish_grads=None if par.trivial else lambda: par.finish_grads(optimizer),
                 step_rows=len(idx),
+                gather_targets=gather,
             )
             if not par.trivial:  # every process's rows, in the batch's order, everywhere
                 sv = dataclasses.replace(

@@ -24,7 +24,7 @@ import pytest
 import torch
 
 from royalty.attribution import run_folder
-from train_fixtures import make_data, make_targets, royalty
+from train_fixtures import draw, make_data, make_targets, royalty
 
 BASE = ("--resolution", "16", "--timestep-draws", "2", "--quiet", "--steps", "3", "--warmup-steps", "1")
 SGD = (*BASE, "--lr", "0.05")
@@ -203,6 +203,38 @@ def test_adamw_second_order_on_two_processes(runs) -> None:
     one, two = runs["one-adam2"][0], runs["two-adam2"][0]
     assert _values(one)["value_second_order"].abs().max() > 0
     _assert_same_run(one, two, ADAM_RTOL, weights_atol=0.002)  # = lr: see ADAM_RTOL
+
+
+def _targets_folder(root: Path, owners: tuple[str, ...]) -> Path:
+    """One target per (concept, owner) pair: as many targets as wanted, in a fixed order."""
+    root.mkdir(parents=True)
+    lines = ["file_name,target_id,owner"]
+    for i, owner in enumerate(owners):
+        concept = ("bar", "cross")[i // 2 % 2]
+        draw(concept, owner).save(root / f"{i}.png")
+        lines.append(f"{i}.png,{concept}-{owner}-{i},{owner}")
+    (root / "metadata.csv").write_text("\n".join(lines) + "\n")
+    return root
+
+
+@pytest.mark.parametrize(
+    ("owners", "recipe", "rtol", "weights_atol"),
+    [
+        # 3 targets over 2 processes: shares of 1 and 2, gathered back (order 2: the HVPs too)
+        (("ann", "bob", "ann"), ADAM2, ADAM_RTOL, 0.002),
+        # 1 target, fewer than processes: every process evaluates it (no empty share)
+        (("bob",), SGD, SGD_RTOL, 1e-5),
+    ],
+    ids=["uneven-shares", "fewer-targets-than-processes"],
+)
+def test_target_side_shared_over_processes_equals_one_process(folders, tmp_path, owners, recipe, rtol, weights_atol) -> None:
+    data, _ = folders
+    targets = _targets_folder(tmp_path / "targets", owners)
+    args = ("--targets", targets, "--batch-size", "4", *recipe)
+    _check(royalty("train", data, "--out", tmp_path / "one", *args))
+    _check(torchrun("train", data, "--out", tmp_path / "two", *args))
+    assert _values(tmp_path / "two")["target_id"].nunique() == len(owners)
+    _assert_same_run(tmp_path / "one", tmp_path / "two", rtol, weights_atol)
 
 
 def test_batch_not_divisible_by_processes_is_a_usage_error(folders, tmp_path) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 
 from royalty.attribution.config import mixed_precision_of
-from royalty.attribution.distributed import Dist, from_env
+from royalty.attribution.distributed import Dist, from_env, shard_range
 from royalty.errors import UsageError
 
 
@@ -65,3 +65,12 @@ def test_mixed_precision_from_option_or_accelerate(option, launcher, expected) -
 def test_mixed_precision_conflicts_and_unsupported(option, launcher, message) -> None:
     with pytest.raises(UsageError, match=message):
         mixed_precision_of(option, {"ACCELERATE_MIXED_PRECISION": launcher})
+
+
+@pytest.mark.parametrize("world", [1, 2, 3, 5])
+@pytest.mark.parametrize("n", [0, 1, 2, 3, 7, 24])
+def test_target_shares_cover_every_target_once_and_differ_by_at_most_one(world, n) -> None:
+    shares = [shard_range(Dist(rank, world), n) for rank in range(world)]
+    assert [i for start, stop in shares for i in range(start, stop)] == list(range(n))
+    sizes = [stop - start for start, stop in shares]
+    assert max(sizes) - min(sizes) <= 1

@@ -1,0 +1,40 @@
+"""`gather_shards` in a real two-process gloo group: unequal shares come back whole and in order."""
+
+from __future__ import annotations
+
+import os
+
+import torch
+import torch.distributed as torch_dist
+import torch.multiprocessing as mp
+
+from royalty.attribution.distributed import Dist, gather_shards, shard_range
+
+
+def _worker(rank: int, world: int, store: str, n: int, out: dict) -> None:
+    os.environ["OMP_NUM_THREADS"] = "1"
+    torch_dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=world)
+    try:
+        dist = Dist(rank, world)
+        start, stop = shard_range(dist, n)
+        # row i of the whole is (i, i²) as float64: a share holds exactly its rows
+        whole = torch.stack([torch.arange(n, dtype=torch.float64), torch.arange(n, dtype=torch.float64) ** 2], 1)
+        out[rank] = gather_shards(dist, whole[start:stop].clone(), n)
+    finally:
+        torch_dist.destroy_process_group()
+
+
+def test_uneven_shares_are_gathered_in_order(tmp_path) -> None:
+    for n in (3, 4, 5):
+        manager = mp.get_context("spawn").Manager()
+        out = manager.dict()
+        mp.start_processes(_worker, args=(2, str(tmp_path / f"store-{n}"), n, out), nprocs=2, start_method="spawn")
+        want = torch.stack([torch.arange(n, dtype=torch.float64), torch.arange(n, dtype=torch.float64) ** 2], 1)
+        for rank in range(2):
+            assert torch.equal(out[rank], want), (n, rank)
+        manager.shutdown()
+
+
+def test_one_process_gathers_nothing() -> None:
+    local = torch.arange(6.0).reshape(3, 2)
+    assert gather_shards(Dist(), local, 3) is local
