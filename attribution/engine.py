@@ -184,32 +184,31 @@ class ValueEngine:
         k_all = all_target_losses.shape[0]
 
         precond = dict(preconditioner(grads)) if preconditioner is not None else None
-        firsts: list[torch.Tensor] = []
+        firsts = [torch.zeros(size, k_all, dtype=torch.float64, device=losses.device) for size in sizes]
         chosen: dict[str, PathName] = {}
-        sums: dict[str, torch.Tensor] = {}  # each parameter's [K, ...] target gradients, once per step
-        for train, size in zip(trains, sizes):
-            first = torch.zeros(size, k_all, dtype=torch.float64, device=losses.device)
-            for name in self.params:
-                tr, tg = train[name], target[name]
-                dense = precond is not None or gather_targets is not None
+        dense = precond is not None or gather_targets is not None
+        for name in self.params:
+            tg = target[name]
+            u = None  # the parameter's [K, ...] target gradients: once per step, freed after
+            for train, first in zip(trains, firsts):
+                tr = train[name]
                 path = self._path(name, tr, tg, n_target_rows, n_targets, dense_target=dense)
                 chosen[name] = path
                 if path == "ghost":
                     assert isinstance(tr, Factored) and isinstance(tg, Factored)
                     d = dots_ghost(tr, tg, target_index, n_targets)
                 else:
-                    if name not in sums:
-                        sums[name] = gather(target_sums(tg, target_index, n_targets))
-                    u = sums[name]
-                    if precond is not None:
-                        u = u * _as_rows(precond[name], tr).unsqueeze(0)
+                    if u is None:
+                        u = gather(target_sums(tg, target_index, n_targets))
+                        if precond is not None:
+                            u = u * _as_rows(precond[name], tr).unsqueeze(0)
                     d = dots_dense(tr, u, path)
                 first += d.to(torch.float64)
+        for first, size in zip(firsts, sizes):
             # captured train gradients are of the micro-batch's *mean* loss, i.e. ∇ℓ(z)/size;
             # the step averages over rows_total rows (× 1.0 exactly when they are the same)
             first *= lr
             first *= size / rows_total
-            firsts.append(first)
 
         seconds = [torch.zeros_like(f) for f in firsts]
         if self.config.order == 2:
