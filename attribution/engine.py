@@ -233,7 +233,7 @@ class ValueEngine:
             return "materialize"  # already per-sample gradients: nothing else to choose
         if pinned is not None:
             if pinned == "ghost" and dense_target:
-                raise UsageError(f"path 'ghost' cannot be used for {name}: the target side is preconditioned (Adam) or second order")
+                raise UsageError(f"path 'ghost' cannot be used for {name}: the target side is preconditioned (Adam) or shared over processes")
             return pinned
         assert isinstance(tg, Factored)
         itemsize = self.params[name].element_size()

@@ -15,6 +15,7 @@ from engine_reference import reference_values
 from royalty.attribution.diffusion import TinyUNetConfig
 from royalty.attribution.engine import EngineConfig, ValueEngine
 from royalty.attribution.optim import adamw_preconditioner
+from royalty.errors import UsageError
 
 LR = 0.05
 TOL = {torch.float64: 1e-10, torch.float32: 1e-5}
@@ -211,3 +212,36 @@ def test_adamw_preconditioner_matches_optimizer_state() -> None:
             step = float(st_["step"])
             v_hat = st_["exp_avg_sq"] / (1 - 0.999**step)
             torch.testing.assert_close(p[n], 1 / (v_hat.sqrt() + 1e-8), rtol=1e-12, atol=0)
+
+
+@pytest.mark.parametrize("why", ["preconditioned", "shared over processes"])
+def test_ghost_pinned_where_the_target_side_is_not_rank_one_is_refused(why) -> None:
+    case = layer_case(nn.Linear(4, 3), (4,))
+    engine = ValueEngine(case.model, EngineConfig(paths={"*": "ghost"}))
+    kwargs = {"preconditioner": lambda grads: fixed_precond(case)} if why == "preconditioned" else {"gather_targets": lambda local: local}
+    with pytest.raises(UsageError, match=f"path 'ghost' cannot be used for layer.weight: .*{why.split()[0]}"):
+        engine.step(case.train_losses, case.target_losses, case.target_index, case.n_targets, LR, **kwargs)
+
+
+@pytest.mark.parametrize("order", [1, 2])
+def test_targets_shared_over_processes_take_the_dense_paths_and_stay_exact(order) -> None:
+    """One process's view of a sharded target side: sums gathered (here, from itself), no ghost."""
+    case = unet_case(n_targets=3, draws=2)
+    engine = ValueEngine(case.model, EngineConfig(order=order))
+    gathered: list[tuple[int, ...]] = []
+
+    def gather(local: torch.Tensor) -> torch.Tensor:
+        gathered.append(tuple(local.shape))
+        return local
+
+    case.model.zero_grad(set_to_none=True)
+    got = engine.step(case.train_losses, case.target_losses, case.target_index, case.n_targets, LR, gather_targets=gather)
+    want_first, want_second = reference(case, order, None)
+    assert "ghost" not in got.paths.values()
+    assert rel_err(got.first, want_first) <= TOL[torch.float64]
+    if order == 2:
+        assert rel_err(got.second, want_second) <= TOL[torch.float64]
+    # the target losses, then each parameter's sums (and with order 2 its HVPs) went through the gather
+    n_params = sum(1 for p in case.model.parameters() if p.requires_grad)
+    assert len(gathered) == 1 + n_params * order
+    assert all(shape[0] == case.n_targets for shape in gathered)
