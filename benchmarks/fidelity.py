@@ -1,6 +1,7 @@
 """Fidelity of in-run values against retraining, on sample_data (issue 6).
 
     python benchmarks/fidelity.py [--out runs/fidelity] [--seeds 2] [--game subset|batch-mask]
+                                  [--sgd-lr 0.01] [--steps 50]
 
 Trains four sample_data runs — SGD and AdamW, first and second order — and runs
 `royalty audit RUN --owners all --seeds 2` on each, then prints the markdown table
@@ -25,7 +26,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-COMMON = ["--warmup-steps", "100", "--steps", "50", "--timestep-draws", "2", "--target-max-timestep", "100", "--seed", "0"]
+COMMON = ["--warmup-steps", "100", "--timestep-draws", "2", "--target-max-timestep", "100", "--seed", "0"]
 RECIPES = {
     "sgd": ["--optimizer", "sgd", "--warmup-lr", "0.01", "--lr", "0.01"],
     "adamw": ["--optimizer", "adamw", "--warmup-lr", "0.001", "--lr", "0.0002"],
@@ -36,9 +37,11 @@ def royalty(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "royalty.cli", *args], capture_output=True, text=True, cwd=ROOT)
 
 
-def train(out: Path, optimizer: str, order: int) -> float:
+def train(out: Path, optimizer: str, order: int, steps: int = 50, sgd_lr: float = 0.01) -> float:
     """Train unless a finished run with this recipe is there; returns seconds spent."""
-    recipe = [*COMMON, *RECIPES[optimizer], "--order", str(order)]
+    recipe = [*COMMON, *RECIPES[optimizer], "--order", str(order), "--steps", str(steps)]
+    if optimizer == "sgd":  # the warm-up stays at 0.01: the same base for every valued lr
+        recipe[recipe.index("--lr") + 1] = str(sgd_lr)
     manifest = out / "run.json"
     if manifest.is_file():
         config = json.loads(manifest.read_text())["config"]
@@ -108,6 +111,8 @@ def main() -> None:
     parser.add_argument("--runs", type=lambda t: t.split(","), default=None,
                         help="comma-separated subset of sgd-o1,adamw-o1,sgd-o2,adamw-o2 (default: all)")
     parser.add_argument("--game", choices=("subset", "batch-mask"), default="subset", help="royalty audit --game")
+    parser.add_argument("--sgd-lr", type=float, default=0.01, help="learning rate of the SGD runs' valued phase")
+    parser.add_argument("--steps", type=int, default=50, help="valued steps of every run")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     print(HEADER, flush=True)
@@ -117,14 +122,17 @@ def main() -> None:
             name = f"{optimizer}-o{order}"
             if args.runs and name not in args.runs:
                 continue
-            run = args.out / name
-            train_seconds = train(run, optimizer, order)
+            # other recipes get other folders: a run folder's audit state belongs to its recipe
+            tag = (f"-lr{args.sgd_lr:g}" if optimizer == "sgd" and args.sgd_lr != 0.01 else "") + (
+                f"-s{args.steps}" if args.steps != 50 else "")
+            run = args.out / f"{name}{tag}"
+            train_seconds = train(run, optimizer, order, args.steps, args.sgd_lr)
             if order == 2:
-                share_audit_state(args.out / f"{optimizer}-o1", run)
+                share_audit_state(args.out / f"{optimizer}-o1{tag}", run)
             doc, seconds = audit(run, args.seeds, args.game)
             suffix = "" if args.game == "subset" else f".{args.game}"
-            (args.out / f"{name}{suffix}.audit.json").write_text(json.dumps(doc, indent=2, sort_keys=True) + "\n")
-            print(row(f"{name}{suffix}", doc, seconds), flush=True)
+            (args.out / f"{name}{tag}{suffix}.audit.json").write_text(json.dumps(doc, indent=2, sort_keys=True) + "\n")
+            print(row(f"{name}{tag}{suffix}", doc, seconds), flush=True)
             print(f"{name}: trained in {train_seconds:.0f} s, audited in {seconds:.0f} s; checks {doc['checks']}",
                   file=sys.stderr, flush=True)
 
