@@ -20,7 +20,7 @@ MIXED_PRECISION = ("no", "bf16")
 ACCELERATE_MIXED_PRECISION = "ACCELERATE_MIXED_PRECISION"
 # Options added after runs were first recorded: at these values they are left out of the
 # recipe hash, so a run recorded before they existed keeps its recipe and run id.
-_LATER_DEFAULTS = {"gradient_accumulation_steps": 1, "mixed_precision": "no", "device": "cpu"}
+_LATER_DEFAULTS = {"gradient_accumulation_steps": 1, "mixed_precision": "no", "device": "cpu", "train_max_timestep": None}
 # --device: the CPU, or a CUDA GPU (under a launcher "cuda" is each process's own GPU)
 DEVICE_PATTERN = re.compile(r"cpu|cuda(:[0-9]+)?")
 REFERENCE_TARGETS_MEAN = "targets-mean"
@@ -71,6 +71,9 @@ class TrainConfig:
     order: int = 1
     timestep_draws: int = 4  # M: fixed (timestep, noise) draws per target image
     target_max_timestep: int = 250  # target draws at low noise (DESIGN.md §1: more faithful)
+    # valued steps draw training timesteps below this (None: the scheduler's whole range);
+    # the warm-up always uses the whole range
+    train_max_timestep: int | None = None
     estimator: str = "exact"  # exact | fresh (one fresh draw per target per step) | subset
     target_subset: int = 0  # targets per step for estimator=subset
     reference: str = REFERENCE_TARGETS_MEAN  # a folder, "targets-mean" or "none"
@@ -104,6 +107,8 @@ class TrainConfig:
             raise UsageError(f"--timestep-draws must be at least 1, got {self.timestep_draws}")
         if not 1 <= self.target_max_timestep <= 1000:
             raise UsageError(f"--target-max-timestep must be in 1..1000, got {self.target_max_timestep}")
+        if self.train_max_timestep is not None and not 1 <= self.train_max_timestep <= 1000:
+            raise UsageError(f"--train-max-timestep must be in 1..1000, got {self.train_max_timestep}")
         if self.estimator not in ESTIMATORS:
             raise UsageError(f"--estimator must be one of {', '.join(ESTIMATORS)}, got {self.estimator!r}")
         if self.estimator == "subset" and self.target_subset < 1:

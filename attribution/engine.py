@@ -17,9 +17,9 @@ from dataclasses import dataclass, field
 
 import torch
 from torch import nn
-from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from royalty.attribution.capture import Capture, Covered, capturing
+from royalty.attribution.hvp import HVP_METHODS, HvpMethod, RowLossFn, hessian_vector_products
 from royalty.attribution.paths import (
     DEFAULT_MATERIALIZE_LIMIT,
     PathName,
@@ -33,8 +33,6 @@ from royalty.attribution.rules import RULES, Dense, Factored, PerSample, rule_fo
 from royalty.errors import UnsupportedModelError, UsageError
 
 LossFn = Callable[[], torch.Tensor]  # runs the model, returns one unreduced loss per row
-# the same for target rows, restricted to the given row indices (None: every row)
-RowLossFn = Callable[[torch.Tensor | None], torch.Tensor]
 
 
 @dataclass(frozen=True)
@@ -50,10 +48,18 @@ class EngineConfig:
     # Relative tolerance of that check; None: by the parameters' dtype. Mixed precision
     # (bf16 autocast) rounds autograd's gradient to 8 bits of mantissa: it needs more.
     self_check_rtol: float | None = None
+    # Order 2: how the per-target Hessian-vector products run (attribution/hvp.py), and
+    # how many target rows one batched double backward holds at most (memory bound)
+    hvp: HvpMethod = "loop"
+    hvp_chunk_rows: int = 64
 
     def __post_init__(self) -> None:
         if self.order not in (1, 2):
             raise UsageError(f"order must be 1 or 2, got {self.order}")
+        if self.hvp not in HVP_METHODS:
+            raise UsageError(f"hvp must be one of {', '.join(HVP_METHODS)}, got {self.hvp!r}")
+        if self.hvp_chunk_rows < 1:
+            raise UsageError(f"hvp_chunk_rows must be at least 1, got {self.hvp_chunk_rows}")
         for key, path in self.paths.items():
             if path not in ("ghost", "materialize", "forward"):
                 raise UsageError(f"unknown path {path!r} for {key!r}")
@@ -104,6 +110,7 @@ class ValueEngine:
 
     def __init__(self, model: nn.Module, config: EngineConfig = EngineConfig()) -> None:
         self.config = config
+        self.model = model
         self.covered = plan_model(model)
         self._type_of = {
             f"{c.name}.{p}" if c.name else p: type(c.module).__name__ for c in self.covered for p in c.params
@@ -277,7 +284,10 @@ class ValueEngine:
         params = [self.params[n] for n in names]
         # v = P Σ_j ∇ℓ(z_j) over the step's whole batch; `.grad` holds its mean
         v = [grads[n] * rows_total * (precond[n] if precond is not None else 1.0) for n in names]
-        hv = [gather(h) for h in hessian_vector_products(target_losses, target_index, n_targets, params, v)]
+        hvps = hessian_vector_products(
+            self.model, target_losses, target_index, n_targets, names, params, v, self.config.hvp, self.config.hvp_chunk_rows
+        )
+        hv = [gather(h) for h in hvps]
         outs = []
         for train, size in zip(trains, sizes):
             out = torch.zeros(size, hv[0].shape[0], dtype=torch.float64, device=v[0].device)
@@ -292,27 +302,6 @@ class ValueEngine:
             out *= size / rows_total
             outs.append(out)
         return outs
-
-
-def hessian_vector_products(
-    target_losses: RowLossFn, target_index: torch.Tensor, n_targets: int, params: list[nn.Parameter], v: list[torch.Tensor]
-) -> list[torch.Tensor]:
-    """[K, *shape] per parameter: H_k v for each target's loss, by double backward.
-
-    Each target runs its own rows only, so the K double backwards cost K·M rows in all
-    rather than K times the whole target batch. Attention runs in plain differentiable
-    ops here: the fused CPU kernel has no second derivative.
-    """
-    out = [torch.empty((n_targets, *p.shape), dtype=p.dtype, device=p.device) for p in params]
-    with sdpa_kernel([SDPBackend.MATH]):
-        for k in range(n_targets):
-            loss = target_losses((target_index == k).nonzero().squeeze(1)).mean()
-            g = torch.autograd.grad(loss, params, create_graph=True, allow_unused=True)
-            dot = sum((gi * vi).sum() for gi, vi in zip(g, v) if gi is not None)
-            h = torch.autograd.grad(dot, params, allow_unused=True)
-            for j, hj in enumerate(h):
-                out[j][k] = hj if hj is not None else 0
-    return out
 
 
 def _as_rows(t: torch.Tensor, rep: PerSample) -> torch.Tensor:

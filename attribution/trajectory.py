@@ -165,6 +165,8 @@ def train_batch(cfg: TrainConfig, step: int, images: torch.Tensor, num_timesteps
     """(indices, x0, timesteps, noise) of a step's training batch, derived from the seed."""
     order = "order" if phase == "train" else "warmup-order"
     idx = batch_indices(cfg.seed, step, cfg.step_batch_size, images.shape[0], purpose=order)
+    if phase == "train" and cfg.train_max_timestep is not None:
+        num_timesteps = min(num_timesteps, cfg.train_max_timestep)
     t, noise = noise_draws(cfg.seed, phase, step, len(idx), tuple(images.shape[1:]), num_timesteps)
     return idx, images[idx], t.to(images.device), noise.to(images.device)
 

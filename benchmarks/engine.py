@@ -10,7 +10,10 @@ target), prints milliseconds per step and the ratio to plain training on the B+K
                cannot avoid (the training pass must be plain training's own), before
                any per-sample work;
 - first:       the engine, first order (B×K values + the exact training gradient);
-- second:      the engine, order 2 (adds one Hessian-vector product per target);
+- second:      the engine, order 2 (adds one Hessian-vector product per target: one
+               double backward each, EngineConfig.hvp="loop", the default);
+- second, batched HVPs: the same with every target's product in one vmapped double
+               backward (hvp="batched");
 - torch.func:  vmap(grad) per-sample gradients of all B+K rows, then the B×K dots;
 - loop:        one backward per row, then the dots.
 
@@ -80,8 +83,10 @@ def _method(name: str, res: int, b: int, k: int, device: torch.device) -> Callab
             noise_prediction_losses(unet, sched, x[tr], t[tr], noise[tr]).mean().backward()
             noise_prediction_losses(unet, sched, x[tg], t[tg], noise[tg]).mean().backward()
         return run
-    if name in ("first", "second"):
-        engine = ValueEngine(unet, EngineConfig(order=1 if name == "first" else 2, self_check=False))
+    if name in ("first", "second", "second, batched HVPs"):
+        order = 1 if name == "first" else 2
+        hvp = "batched" if name == "second, batched HVPs" else "loop"
+        engine = ValueEngine(unet, EngineConfig(order=order, self_check=False, hvp=hvp))
 
         def run() -> None:
             unet.zero_grad(set_to_none=True)
@@ -144,7 +149,7 @@ def _measure(name: str, res: int, b: int, k: int, repeats: int, device_name: str
         out.put((float("nan"), float("nan"), f"{type(exc).__name__}: {str(exc)[:80]}"))
 
 
-METHODS = ("plain", "two passes", "first", "second", "torch.func", "loop")
+METHODS = ("plain", "two passes", "first", "second", "second, batched HVPs", "torch.func", "loop")
 
 
 def main() -> None:

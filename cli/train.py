@@ -33,6 +33,7 @@ def train_command(
     order: int = typer.Option(1, "--order", help="1: first-order values; 2: adds the curvature term."),
     timestep_draws: int = typer.Option(4, "--timestep-draws", help="Fixed (timestep, noise) draws per target image (M)."),
     target_max_timestep: int = typer.Option(250, "--target-max-timestep", help="Target draws use timesteps below this (low noise is more faithful)."),
+    train_max_timestep: int = typer.Option(None, "--train-max-timestep", help="Valued steps draw training timesteps below this (default: all; the warm-up always uses all).", show_default=False),
     estimator: str = typer.Option("exact", "--estimator", help="Target side: exact (fixed draws), fresh (one new draw per step) or subset."),
     target_subset: int = typer.Option(0, "--target-subset", help="Targets evaluated per step with --estimator subset."),
     reference: str = typer.Option(REFERENCE_TARGETS_MEAN, "--reference", help="Contrast set for value_specific: a folder of generic images, 'targets-mean' or 'none'."),
@@ -53,7 +54,7 @@ def train_command(
     config = TrainConfig(
         data=data, targets=targets, out=out, model=model, resolution=resolution, steps=steps, epochs=epochs,
         batch_size=batch_size, lr=lr, optimizer=optimizer, weight_decay=weight_decay, order=order,
-        timestep_draws=timestep_draws, target_max_timestep=target_max_timestep, estimator=estimator,
+        timestep_draws=timestep_draws, target_max_timestep=target_max_timestep, train_max_timestep=train_max_timestep, estimator=estimator,
         target_subset=target_subset, reference=reference, seed=seed, values=not no_values,
         checkpoint_every=checkpoint_every, warmup_steps=warmup_steps, warmup_lr=warmup_lr, freeze=tuple(freeze),
         gradient_accumulation_steps=gradient_accumulation_steps, mixed_precision=mixed_precision_of(mixed_precision),

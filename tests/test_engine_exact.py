@@ -35,8 +35,8 @@ def fixed_precond(case: Case, seed: int = 1) -> dict[str, torch.Tensor]:
     }
 
 
-def run_engine(case: Case, path: str | None, order: int, precond: dict[str, torch.Tensor] | None):
-    engine = ValueEngine(case.model, EngineConfig(order=order, paths={"*": path} if path else {}))
+def run_engine(case: Case, path: str | None, order: int, precond: dict[str, torch.Tensor] | None, **config):
+    engine = ValueEngine(case.model, EngineConfig(order=order, paths={"*": path} if path else {}, **config))
     case.model.zero_grad(set_to_none=True)
     return engine.step(
         case.train_losses,
@@ -62,9 +62,9 @@ def reference(case: Case, order: int, precond: dict[str, torch.Tensor] | None):
     )
 
 
-def check(case: Case, path: str | None, order: int, preconditioned: bool, dtype: torch.dtype) -> None:
+def check(case: Case, path: str | None, order: int, preconditioned: bool, dtype: torch.dtype, **config) -> None:
     precond = fixed_precond(case) if preconditioned else None
-    got = run_engine(case, path, order, precond)
+    got = run_engine(case, path, order, precond, **config)
     want_first, want_second = reference(case, order, precond)
     assert got.first.shape == (case.n_train, case.n_targets)
     assert rel_err(got.first, want_first) <= TOL[dtype], "first order"
@@ -194,6 +194,34 @@ def test_conv_shapes_property(c_in, c_out_per_group, groups, kh, kw, stride, pad
 def test_linear_shapes_property(n_in, n_out, tokens, bias, n_train, n_targets, draws, path, order) -> None:
     case = layer_case(nn.Linear(n_in, n_out, bias=bias), (*tokens, n_in), n_train=n_train, n_targets=n_targets, draws=draws)
     check(case, path, order, False, torch.float64)
+
+
+# Targets with different numbers of rows, listed out of order: the batched products
+# group targets by row count and must put each result back in its target's place.
+UNEVEN_INDEX = [2, 0, 1, 2, 1, 2]
+
+
+@pytest.mark.parametrize("layout", ["even", "uneven"])
+@pytest.mark.parametrize("hvp,chunk_rows", [("batched", 64), ("batched", 1), ("loop", 64)])
+@pytest.mark.parametrize("preconditioned", [False, True], ids=["sgd", "adam"])
+def test_second_order_hvp_methods_match_the_reference(hvp: str, chunk_rows: int, layout: str, preconditioned: bool) -> None:
+    case = unet_case(n_targets=3, draws=2)
+    if layout == "uneven":
+        case.target_index = torch.tensor(UNEVEN_INDEX, device=case.target_index.device)
+    check(case, None, 2, preconditioned, torch.float64, hvp=hvp, hvp_chunk_rows=chunk_rows)
+
+
+@pytest.mark.parametrize("hvp", ["batched", "loop"])
+def test_second_order_hvp_methods_on_an_embedding(hvp: str) -> None:
+    case = layer_case(nn.Embedding(6, 4, padding_idx=2), (5,), integer_input=6, n_targets=3, pre=None)
+    case.target_index = torch.tensor(UNEVEN_INDEX, device=case.target_index.device)
+    check(case, "materialize", 2, False, torch.float64, hvp=hvp, hvp_chunk_rows=2)
+
+
+@pytest.mark.parametrize("bad", [{"hvp": "vmap"}, {"hvp_chunk_rows": 0}])
+def test_engine_config_refuses_unknown_hvp_settings(bad) -> None:
+    with pytest.raises(UsageError, match="hvp"):
+        EngineConfig(order=2, **bad)
 
 
 def test_adamw_preconditioner_matches_optimizer_state() -> None:

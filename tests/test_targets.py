@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
+from pathlib import Path
+
 import torch
 
+from royalty.attribution.config import TrainConfig
 from royalty.attribution.draws import batch_indices
 from royalty.attribution.targets import TargetPlan
+from royalty.attribution.trajectory import train_batch
 
 
 def plan(estimator: str, subset: int = 0, reference: bool = False) -> TargetPlan:
@@ -51,3 +56,22 @@ def test_batches_walk_through_epoch_permutations() -> None:
     assert sorted(seen[:10].tolist()) == list(range(10))
     assert sorted(seen[10:].tolist()) == list(range(10))
     assert torch.equal(batch_indices(3, 2, 4, 10), seen[8:12])  # crossing the epoch boundary
+
+
+def test_train_max_timestep_bounds_the_valued_steps_only() -> None:
+    images = torch.zeros(40, 3, 4, 4)
+    base = TrainConfig(data=Path("d"), targets=Path("t"), out=Path("o"), batch_size=32)
+    low = dataclasses.replace(base, train_max_timestep=10)
+    for step in range(3):
+        idx, _, t, noise = train_batch(low, step, images, 1000)
+        idx0, _, t0, noise0 = train_batch(base, step, images, 1000)
+        assert (t < 10).all() and t0.max() >= 10  # the whole range, unless asked
+        assert torch.equal(idx, idx0) and torch.equal(noise, noise0)  # only the timesteps change
+        _, _, tw, _ = train_batch(low, step, images, 1000, phase="warmup")
+        _, _, tw0, _ = train_batch(base, step, images, 1000, phase="warmup")
+        assert torch.equal(tw, tw0)  # the warm-up always draws from the whole range
+    assert low.recipe_hash() != base.recipe_hash()
+    # added later: a run.json written before it existed loads, and keeps its recipe hash
+    old = base.to_json()
+    del old["train_max_timestep"]
+    assert TrainConfig.from_json(old).recipe_hash() == base.recipe_hash()

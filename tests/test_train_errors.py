@@ -103,6 +103,11 @@ def test_bad_option_value(tmp_path, data, targets) -> None:
     assert_fails(train(data, targets, tmp_path / "out", "--optimizer", "lion"), 2, "--optimizer")
 
 
+@pytest.mark.parametrize("value", ["0", "1001"])
+def test_train_max_timestep_out_of_range(tmp_path, data, targets, value) -> None:
+    assert_fails(train(data, targets, tmp_path / "out", "--train-max-timestep", value), 2, "--train-max-timestep")
+
+
 def test_nothing_written_on_bad_input(tmp_path, targets) -> None:
     out = tmp_path / "out"
     train(tmp_path / "nope", targets, out)
