@@ -212,10 +212,12 @@ class Outcome:
 def run_audit(config: AuditConfig, hooks: AuditHooks = AuditHooks()) -> dict[str, Any]:
     from royalty.attribution.audit_report import build_report
     from royalty.attribution.audit_retrain import Phases, Retrainer, target_plan
+    from royalty.attribution.device import use_cpu_threads
 
     started = time.monotonic()
     deadline = started + config.budget_minutes * 60 if config.budget_minutes is not None else None
     run = load_run(config.run)
+    use_cpu_threads(run.manifest.get("cpu_threads"))  # retrain with the run's arithmetic
     plan = plan_game(run, config)
     store = CoalitionStore(run.dir, fingerprint(run), config.game)
     notes = []

@@ -72,6 +72,23 @@ def use_device(device: torch.device) -> None:
     torch.backends.cudnn.allow_tf32 = False
 
 
+def cpu_threads() -> int:
+    """The CPU threads torch computes with (OMP_NUM_THREADS, else one per core)."""
+    return torch.get_num_threads()
+
+
+def use_cpu_threads(recorded: int | None) -> None:
+    """Compute with the thread count a run recorded, so its arithmetic is the run's.
+
+    A CPU kernel splits its sums over threads and adds the parts in another order for
+    another count: 1 and 2 threads give other weights from the same recipe. Replay,
+    resume and audit therefore adopt the recorded count; on a machine with fewer cores
+    that is slower, never different. `None` (recorded before runs kept it): as it is.
+    """
+    if recorded is not None and recorded != torch.get_num_threads():
+        torch.set_num_threads(int(recorded))
+
+
 def module_device(module: torch.nn.Module) -> torch.device:
     """Where a model computes: its data is moved there."""
     return next(module.parameters()).device

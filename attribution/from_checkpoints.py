@@ -21,7 +21,7 @@ from royalty.attribution.engine import EngineConfig, ValueEngine
 from royalty.attribution.optim import adamw_preconditioner, make_optimizer
 from royalty.attribution.recorded import Recorded
 from royalty.attribution.replay import Attributed, target_plan
-from royalty.attribution.device import module_device
+from royalty.attribution.device import module_device, use_cpu_threads
 from royalty.attribution.trainer import initial_model
 from royalty.attribution.trajectory import ProgressFn, Tally, train_batch
 from royalty.errors import DataError, UsageError
@@ -52,6 +52,7 @@ def from_checkpoints(
 ) -> Attributed:
     cfg = recorded.config
     windows = recorded_windows(recorded)
+    use_cpu_threads(recorded.manifest.get("cpu_threads"))
     unet, scheduler, _ = initial_model(cfg)
     unet.train()
     params = {n: p for n, p in unet.named_parameters() if p.requires_grad}

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import torch
 
 from royalty.attribution.data import ImageTable
-from royalty.attribution.device import module_device
+from royalty.attribution.device import module_device, use_cpu_threads
 from royalty.attribution.engine import ValueEngine
 from royalty.attribution.optim import adamw_preconditioner, make_optimizer
 from royalty.attribution.recorded import Recorded
@@ -40,6 +40,7 @@ def target_plan(targets: ImageTable, cfg, estimator: str, subset: int) -> Target
 
 def replay(recorded: Recorded, targets: ImageTable, progress: ProgressFn | None = None) -> Attributed:
     cfg = recorded.config
+    use_cpu_threads(recorded.manifest.get("cpu_threads"))
     torch.manual_seed(cfg.seed)  # as `royalty train` does
     unet, scheduler, _ = initial_model(cfg)
     unet.train()
@@ -78,6 +79,11 @@ def _mismatch(recorded: Recorded, digest: str, expected: str | None) -> str:
     hint = ""
     if versions.get("torch") != here["torch"]:
         hint = f" (the run used torch {versions.get('torch')}, this is torch {here['torch']})"
+    elif recorded.manifest.get("cpu_threads") is None:
+        hint = (
+            " (the run predates recording its CPU thread count: if it trained with another"
+            " OMP_NUM_THREADS than this replay, set the same)"
+        )
     elif recorded.config.device != "cpu":
         hint = f" (the run computed on {recorded.config.device}: replay on the same kind of GPU and CUDA)"
     return (

@@ -28,7 +28,7 @@ from royalty.attribution import checkpoint, run_folder
 from royalty.attribution.config import REFERENCE_NONE, REFERENCE_TARGETS_MEAN, TrainConfig
 from royalty.attribution.data import ImageTable, inputs_manifest, load_targets, load_training_data
 from royalty.attribution.distributed import Dist, barrier, same_everywhere, shard_rows
-from royalty.attribution.device import resolve_device, use_device
+from royalty.attribution.device import cpu_threads, resolve_device, use_cpu_threads, use_device
 from royalty.attribution.diffusion import build_default_unet, check_resolution, default_scheduler, load_model
 from royalty.attribution.engine import EngineConfig, ValueEngine, plan_model
 from royalty.attribution.optim import adamw_preconditioner, make_optimizer
@@ -194,7 +194,7 @@ def train(
             return  # every process holds the same state: rank 0 writes it
         state = {
             "step": step, "model": unet.state_dict(), "optimizer": optimizer.state_dict(),
-            "first": tally.first, "second": tally.second, "log": tally.log,
+            "first": tally.first, "second": tally.second, "log": tally.log, "cpu_threads": cpu_threads(),
         }
         if dist.active:  # one-process checkpoints stay as they were
             state["world_size"] = dist.world
@@ -204,6 +204,7 @@ def train(
     state = checkpoint.load_latest(out) if resume else None
     if state is not None:
         _check_resume_world(state, dist)
+        use_cpu_threads(state.get("cpu_threads"))  # the interrupted run's arithmetic
         unet.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         tally = Tally(state["first"], state["second"], state["log"])
@@ -278,6 +279,7 @@ def _write_outputs(prep: Prepared, unet, scheduler, first, second, log, seconds:
         "config": cfg.to_json(),
         "seed": cfg.seed,
         "world_size": dist.world,
+        "cpu_threads": cpu_threads(),  # replay and audit compute with the same (device.py)
         "total_steps": prep.total_steps,
         "reference": _reference_kind(cfg),
         "model_source": prep.model_source,
@@ -310,6 +312,7 @@ def _write_outputs(prep: Prepared, unet, scheduler, first, second, log, seconds:
         "values": cfg.values,
         "seconds": round(seconds, 3),
         "world_size": dist.world,
+        "cpu_threads": cpu_threads(),  # replay and audit compute with the same (device.py)
         "outputs": outputs,
     }
 

@@ -100,6 +100,31 @@ def test_replay_of_the_runs_own_targets_is_bit_identical(world):
     assert _values(work / "attributions" / "own" / "values.parquet").equals(_values(work / "values.parquet"))
 
 
+def test_replay_computes_with_the_runs_cpu_threads(world, tmp_path):
+    """Two threads add a kernel's partial sums in another order than one: the trained
+    weights differ in their last bits. A replay on one thread adopts the run's two."""
+    _, data, targets, other, _ = world
+    recipe = RECIPES["sgd-first"]
+    run, direct = tmp_path / "run", tmp_path / "direct"
+    royalty("train", data, "--targets", targets, "--out", run, *TINY, *recipe, threads=2, check=True)
+    royalty("train", data, "--targets", other, "--out", direct, *TINY, *recipe, threads=2, check=True)
+    assert json.loads((run / "run.json").read_text())["cpu_threads"] == 2
+    royalty("attribute", run, other, "--quiet", threads=1, check=True)
+    got = _values(run / "attributions" / "other" / "values.parquet")
+    np.testing.assert_allclose(got["value"], _values(direct / "values.parquet")["value"], rtol=1e-6, atol=1e-12)
+
+
+def test_replay_of_a_run_without_recorded_threads_says_what_to_check(world, tmp_path):
+    _, _, _, other, runs = world
+    work = _copy(runs["sgd-first"][0], tmp_path / "old")
+    manifest = json.loads((work / "run.json").read_text())
+    del manifest["cpu_threads"]  # as runs recorded before the count was kept
+    manifest["config"]["lr"] = 0.04  # and a trajectory the replay cannot reproduce
+    (work / "run.json").write_text(json.dumps(manifest))
+    proc = royalty("attribute", work, other)
+    assert proc.returncode == 65 and "OMP_NUM_THREADS" in proc.stderr, proc.stderr
+
+
 @pytest.mark.parametrize("tamper", ["config", "model", "training-image"])
 def test_replay_refuses_a_tampered_run(world, tamper):
     base, data, _, other, runs = world

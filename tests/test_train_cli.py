@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import signal
 import subprocess
 import sys
@@ -124,6 +125,27 @@ def test_resume_after_sigkill_matches_uninterrupted(folders, tmp_path) -> None:
     assert (cut / run_folder.VALUES).read_bytes() == (whole / run_folder.VALUES).read_bytes()
     assert pd.read_parquet(cut / run_folder.STEPS).equals(pd.read_parquet(whole / run_folder.STEPS))
     assert not [p for p in cut.rglob("*.tmp")], "temporary files left behind"
+
+
+def test_resume_computes_with_the_interrupted_runs_cpu_threads(folders, tmp_path) -> None:
+    """A run started on two threads and resumed on one ends as the two-thread run does."""
+    data, targets = folders
+    args = ("--steps", "6", "--checkpoint-every", "2", "--warmup-steps", "1", *TINY)
+    whole = tmp_path / "whole"
+    royalty("train", data, "--targets", targets, "--out", whole, *args, threads=2, check=True)
+    one = tmp_path / "one"
+    royalty("train", data, "--targets", targets, "--out", one, *args, threads=1, check=True)
+    assert (one / run_folder.VALUES).read_bytes() != (whole / run_folder.VALUES).read_bytes()  # the count matters
+
+    # the state a kill after step 2's checkpoint leaves: checkpoints up to it, no outputs
+    cut = tmp_path / "cut"
+    royalty("train", data, "--targets", targets, "--out", cut, *args, threads=2, check=True)
+    for done in ("model", run_folder.VALUES, run_folder.STEPS, run_folder.MANIFEST, "checkpoints/step-00000004.pt"):
+        path = cut / done
+        shutil.rmtree(path) if path.is_dir() else path.unlink()
+    royalty("train", data, "--targets", targets, "--out", cut, *args, "--resume", threads=1, check=True)
+    assert (cut / run_folder.VALUES).read_bytes() == (whole / run_folder.VALUES).read_bytes()
+    assert json.loads((cut / run_folder.MANIFEST).read_text())["cpu_threads"] == 2
 
 
 @pytest.mark.parametrize("extra", [("--optimizer", "adamw", "--lr", "0.001"), ("--order", "2"), ("--estimator", "fresh"), ("--estimator", "subset", "--target-subset", "1")])

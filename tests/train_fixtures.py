@@ -61,9 +61,11 @@ def make_targets(root: Path, concept: str = CONCEPTS[3]) -> Path:
     return root
 
 
-def royalty(*args: str | os.PathLike, check: bool = False, **kw) -> subprocess.CompletedProcess:
-    """Run the real CLI in a subprocess."""
+def royalty(*args: str | os.PathLike, check: bool = False, threads: int | None = None, **kw) -> subprocess.CompletedProcess:
+    """Run the real CLI in a subprocess (`threads`: its OMP_NUM_THREADS, else the caller's)."""
     env = {**os.environ, "NO_COLOR": "1"}
+    if threads is not None:
+        env["OMP_NUM_THREADS"] = str(threads)
     proc = subprocess.run(
         [sys.executable, "-m", "royalty.cli", *map(str, args)], capture_output=True, text=True, env=env, **kw
     )
