@@ -156,6 +156,16 @@ def test_accumulated_run_is_retrained_with_its_own_micro_batches(tmp_path) -> No
     assert doc["checks"]["grand_coalition_reproduces_run"] is True
 
 
+def test_audit_retrains_with_the_runs_cpu_threads(tmp_path) -> None:
+    """A run trained on two threads, audited on one: retraining everyone must still be the
+    run bit for bit (two threads add a kernel's partial sums in another order)."""
+    data, targets = make_data(tmp_path / "train"), make_targets(tmp_path / "targets")
+    run = tmp_path / "run"
+    royalty("train", data, "--targets", targets, "--out", run, *TRAIN_ARGS, threads=2, check=True)
+    doc = json.loads(royalty("audit", run, "--owners", "1", "--seeds", "1", "--quiet", threads=1, check=True).stdout)
+    assert doc["checks"]["grand_coalition_reproduces_run"] is True
+
+
 def test_budget_stops_cleanly_then_resumes(trained, tmp_path) -> None:
     run = copy_run(trained, tmp_path / "run")
     proc = royalty("audit", run, "--seeds", "1", "--budget", "0.0001")
