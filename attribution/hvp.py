@@ -5,7 +5,7 @@ Two exact ways, chosen by `EngineConfig.hvp`:
 - `loop` (default): one forward and double backward per target, on that target's rows.
 - `batched`: one torch.func program, vmapped over the targets, takes each target's
   gradient and differentiates its dot with v again. Targets with the same number of
-  rows run as one batch (at most `chunk_rows` rows at a time), so a step pays the
+  rows run as one batch (in chunks of about `chunk_rows` rows), so a step pays the
   per-operation overhead of a double backward once per chunk, not once per target.
   Measured on the CPU (BENCHMARKS.md, engine): faster where that overhead dominates
   (16 px: second order 1.2–1.6x faster), slower where the arithmetic does (32 px with
