@@ -49,7 +49,7 @@ class EngineConfig:
     # (bf16 autocast) rounds autograd's gradient to 8 bits of mantissa: it needs more.
     self_check_rtol: float | None = None
     # Order 2: how the per-target Hessian-vector products run (attribution/hvp.py), and
-    # how many target rows one batched double backward holds at most (memory bound)
+    # about how many target rows one batched double backward holds (bounds its memory)
     hvp: HvpMethod = "loop"
     hvp_chunk_rows: int = 64
 
