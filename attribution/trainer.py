@@ -312,7 +312,6 @@ def _write_outputs(prep: Prepared, unet, scheduler, first, second, log, seconds:
         "values": cfg.values,
         "seconds": round(seconds, 3),
         "world_size": dist.world,
-        "cpu_threads": cpu_threads(),  # replay and audit compute with the same (device.py)
         "outputs": outputs,
     }
 
