@@ -1,7 +1,7 @@
 """Fidelity of in-run values against retraining, on sample_data (issue 6).
 
     python benchmarks/fidelity.py [--out runs/fidelity] [--seeds 2] [--game subset|batch-mask]
-                                  [--sgd-lr 0.01] [--steps 50]
+                                  [--sgd-lr 0.01] [--adamw-lr 0.0002] [--steps 50]
 
 Trains four sample_data runs — SGD and AdamW, first and second order — and runs
 `royalty audit RUN --owners all --seeds 2` on each, then prints the markdown table
@@ -37,11 +37,11 @@ def royalty(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "royalty.cli", *args], capture_output=True, text=True, cwd=ROOT)
 
 
-def train(out: Path, optimizer: str, order: int, steps: int = 50, sgd_lr: float = 0.01) -> float:
+def train(out: Path, optimizer: str, order: int, steps: int, lr: float) -> float:
     """Train unless a finished run with this recipe is there; returns seconds spent."""
     recipe = [*COMMON, *RECIPES[optimizer], "--order", str(order), "--steps", str(steps)]
-    if optimizer == "sgd":  # the warm-up stays at 0.01: the same base for every valued lr
-        recipe[recipe.index("--lr") + 1] = str(sgd_lr)
+    # only the valued phase's lr varies: the warm-up, hence the base, is the same for every lr
+    recipe[recipe.index("--lr") + 1] = str(lr)
     manifest = out / "run.json"
     if manifest.is_file():
         config = json.loads(manifest.read_text())["config"]
@@ -112,6 +112,7 @@ def main() -> None:
                         help="comma-separated subset of sgd-o1,adamw-o1,sgd-o2,adamw-o2 (default: all)")
     parser.add_argument("--game", choices=("subset", "batch-mask"), default="subset", help="royalty audit --game")
     parser.add_argument("--sgd-lr", type=float, default=0.01, help="learning rate of the SGD runs' valued phase")
+    parser.add_argument("--adamw-lr", type=float, default=0.0002, help="learning rate of the AdamW runs' valued phase")
     parser.add_argument("--steps", type=int, default=50, help="valued steps of every run")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
@@ -123,10 +124,10 @@ def main() -> None:
             if args.runs and name not in args.runs:
                 continue
             # other recipes get other folders: a run folder's audit state belongs to its recipe
-            tag = (f"-lr{args.sgd_lr:g}" if optimizer == "sgd" and args.sgd_lr != 0.01 else "") + (
-                f"-s{args.steps}" if args.steps != 50 else "")
+            lr, default_lr = (args.sgd_lr, 0.01) if optimizer == "sgd" else (args.adamw_lr, 0.0002)
+            tag = (f"-lr{lr:g}" if lr != default_lr else "") + (f"-s{args.steps}" if args.steps != 50 else "")
             run = args.out / f"{name}{tag}"
-            train_seconds = train(run, optimizer, order, args.steps, args.sgd_lr)
+            train_seconds = train(run, optimizer, order, args.steps, lr)
             if order == 2:
                 share_audit_state(args.out / f"{optimizer}-o1{tag}", run)
             doc, seconds = audit(run, args.seeds, args.game)

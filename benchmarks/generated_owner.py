@@ -21,11 +21,14 @@ import numpy as np
 import pandas as pd
 from PIL import Image, ImageDraw
 
+from royalty.attribution.images import decode_image
+
 NEIGHBOURS = 5
 
 
-def load(folder: Path, names: list[str]) -> np.ndarray:
-    return np.stack([np.asarray(Image.open(folder / n).convert("RGB"), dtype=np.float32) / 255 for n in names])
+def load(folder: Path, names: list[str], resolution: int) -> np.ndarray:
+    """Images in [0, 1] as the run saw them (royalty's own decoding at the run's resolution)."""
+    return np.stack([(decode_image((folder / n).read_bytes(), resolution).permute(1, 2, 0).numpy() + 1) / 2 for n in names])
 
 
 def main() -> None:
@@ -39,10 +42,11 @@ def main() -> None:
     manifest = json.loads((args.run / "run.json").read_text())
     train_dir = Path(manifest["input_folders"]["train"])
     train = manifest["inputs"]["train"]
-    train_px = load(train_dir, [r["file_name"] for r in train]).reshape(len(train), -1)
+    resolution = int(manifest["config"]["resolution"])
+    train_px = load(train_dir, [r["file_name"] for r in train], resolution).reshape(len(train), -1)
     owners = np.array([r["owner"] for r in train])
     meta = pd.read_csv(args.generated / "metadata.csv", dtype={"target_id": str})
-    gen_px = load(args.generated, list(meta["file_name"])).reshape(len(meta), -1)
+    gen_px = load(args.generated, list(meta["file_name"]), resolution).reshape(len(meta), -1)
     dist = ((gen_px[:, None, :] - train_px[None, :, :]) ** 2).mean(-1)
     values = pd.read_parquet(args.run / "attributions" / name / "values.parquet")
     bases = [c for c in ("value", "value_specific") if c in values.columns]
