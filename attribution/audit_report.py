@@ -9,12 +9,18 @@ the run derives `value_specific`:
   like-for-like comparison with the noise floor;
 - `noise_floor`: one retraining seed against another (every pair, averaged): how well
   retraining agrees with itself. In-run values within or above it are as good as a
-  second retraining would be.
+  second retraining would be;
+- `in_run_linear_subset_vs_retraining` (subset game only): the in-run values mapped to
+  the Shapley values the subset game would have if training were linear in its steps
+  (`subset_linear`), against retraining. The map keeps each target's order of owners
+  and stretches their differences: it tells apart what the game's structure explains
+  (shares, signs) from what the values get wrong.
 """
 
 from __future__ import annotations
 
 import itertools
+from collections import Counter
 from typing import Any
 
 import numpy as np
@@ -23,6 +29,7 @@ from royalty.attribution.audit import FORMAT_VERSION, Outcome, shapley_by_seed
 from royalty.attribution.audit_metrics import agreement, efficiency_trace, mean_agreement, shares
 from royalty.attribution.audit_retrain import SEED_STRIDE
 from royalty.attribution.run_folder import SPECIFIC_COLUMN
+from royalty.attribution.subset_linear import linear_subset_shapley
 
 
 UTILITY = {
@@ -55,13 +62,34 @@ def _specific(phi: np.ndarray, run) -> np.ndarray | None:
     return None
 
 
-def _comparisons(in_run: np.ndarray, per_seed: list[np.ndarray]) -> dict[str, Any]:
+def _as_subset_game(outcome: Outcome, column: str) -> np.ndarray | None:
+    """[players, targets]: the in-run values through the subset game's small-step limit."""
+    run, plan = outcome.run, outcome.plan
+    if plan.game != "subset":  # batch-mask keeps the run's batches: linear, it is additive
+        return None
+    counts = Counter(run.train.owners)
+    background = None
+    if plan.background:
+        rows = run.values[run.values["owner"].isin(plan.background)]
+        sums = rows.groupby("target_id", sort=False)[column].sum().reindex(list(run.targets.ids))
+        background = sums.fillna(0.0).to_numpy(dtype=np.float64)
+    index = {p: i for i, p in enumerate(plan.players)}
+    return linear_subset_shapley(
+        _in_run(outcome, column), [counts[p] for p in plan.players], background,
+        sum(counts[o] for o in plan.background), [tuple(index[p] for p in perm) for perm in plan.permutations],
+    )
+
+
+def _comparisons(in_run: np.ndarray, per_seed: list[np.ndarray], linear: np.ndarray | None) -> dict[str, Any]:
     mean = np.mean(per_seed, axis=0)
-    return {
+    doc = {
         "in_run_vs_retraining": agreement(in_run, mean),
         "in_run_vs_one_seed": mean_agreement([agreement(in_run, p) for p in per_seed]),
         "noise_floor": mean_agreement([agreement(a, b) for a, b in itertools.combinations(per_seed, 2)]),
     }
+    if linear is not None:
+        doc["in_run_linear_subset_vs_retraining"] = agreement(linear, mean)
+    return doc
 
 
 def build_report(outcome: Outcome) -> dict[str, Any]:
@@ -116,13 +144,15 @@ def build_report(outcome: Outcome) -> dict[str, Any]:
     phi = {s: _matrix(r["shapley"], players) for s, r in seeds.items()}  # [players, columns]
     raw = [phi[s][:, :k] for s in sorted(phi)]
     in_run = _in_run(outcome, "value")
-    summary: dict[str, Any] = {"raw": _comparisons(in_run, raw)}
+    summary: dict[str, Any] = {"raw": _comparisons(in_run, raw, _as_subset_game(outcome, "value"))}
     if SPECIFIC_COLUMN in run.values.columns:
         specific = [_specific(phi[s], run) for s in sorted(phi)]
         if specific[0] is not None:
-            summary["specific"] = _comparisons(_in_run(outcome, SPECIFIC_COLUMN), specific)
+            summary["specific"] = _comparisons(
+                _in_run(outcome, SPECIFIC_COLUMN), specific, _as_subset_game(outcome, SPECIFIC_COLUMN))
     if run.config.order == 2:
-        summary["first_order_only"] = _comparisons(_in_run(outcome, "value_first_order"), raw)
+        summary["first_order_only"] = _comparisons(
+            _in_run(outcome, "value_first_order"), raw, _as_subset_game(outcome, "value_first_order"))
     loos = [_matrix(r["loo"], players)[:, :k] for s, r in sorted(seeds.items()) if r["loo"] is not None]
     if loos:
         summary["leave_one_out_vs_retraining"] = agreement(np.mean(loos, axis=0), np.mean(raw, axis=0))

@@ -79,6 +79,7 @@ def fmt(x, digits: int = 2) -> str:
 def row(name: str, doc: dict, seconds: float) -> str:
     raw = doc["summary"]["raw"]
     vs, one, floor = raw["in_run_vs_retraining"], raw["in_run_vs_one_seed"], raw["noise_floor"] or {}
+    linear = raw.get("in_run_linear_subset_vs_retraining") or {}
     spec = (doc["summary"].get("specific") or {}).get("in_run_vs_retraining") or {}
     first = (doc["summary"].get("first_order_only") or {}).get("in_run_vs_retraining")
     so = doc["second_order"] or {}
@@ -88,8 +89,9 @@ def row(name: str, doc: dict, seconds: float) -> str:
     return (
         f"| {name} | {fmt(vs['spearman_mean'])} | {fmt(one['spearman_mean'])} | {fmt(floor.get('spearman_mean'))} "
         f"| {fmt(vs['top_owner_agreement'])} | {fmt(floor.get('top_owner_agreement'))} "
-        f"| {fmt(vs['l1_share_distance'])} | {fmt(floor.get('l1_share_distance'))} "
-        f"| {fmt(vs['sign_agreement'])} | {fmt(vs['overall']['spearman'])} | {fmt(spec.get('spearman_mean'))} "
+        f"| {fmt(vs['l1_share_distance'])} | {fmt(linear.get('l1_share_distance'))} | {fmt(floor.get('l1_share_distance'))} "
+        f"| {fmt(vs['sign_agreement'])} | {fmt(linear.get('sign_agreement'))} | {fmt(vs['overall']['spearman'])} "
+        f"| {fmt(spec.get('spearman_mean'))} "
         f"| {fmt(first['spearman_mean']) if first else '–'} "
         f"| {fmt(gap_first)}{' → ' + fmt(gap_both) if gap_both is not None else ''} "
         f"| {cost['retrainings_run_now']} × {fmt(cost['seconds_per_retraining'], 0)} s, {seconds:.0f} s |"
@@ -98,9 +100,10 @@ def row(name: str, doc: dict, seconds: float) -> str:
 
 HEADER = (
     "| run | Spearman vs retraining | vs one seed | noise floor (seed vs seed) | top owner vs retraining "
-    "| top owner, noise floor | L1 shares vs retraining | L1, noise floor | sign agreement | Spearman of owner totals "
+    "| top owner, noise floor | L1 shares vs retraining | L1, linear subset map | L1, noise floor | sign agreement "
+    "| sign, linear subset map | Spearman of owner totals "
     "| Spearman, specific | Spearman, first order only | efficiency gap per target (1st → 1st+2nd) | audit cost |\n"
-    "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+    "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
 )
 
 

@@ -89,6 +89,7 @@ LABELS = {
     "in_run_vs_retraining": "in-run vs retraining",
     "in_run_vs_one_seed": "in-run vs one seed",
     "noise_floor": "seed vs seed",
+    "in_run_linear_subset_vs_retraining": "in-run, as the linear subset game, vs retraining",
     "first_order_only": "first order",
     "leave_one_out_vs_retraining": "leave-one-out",
     "": "vs retraining",

@@ -13,6 +13,8 @@ from PIL import Image
 
 from audit_fixtures import TRAIN_ARGS, make_data, make_targets
 from royalty.attribution import run_folder
+from royalty.attribution.audit_metrics import agreement
+from royalty.attribution.subset_linear import linear_subset_shapley
 from royalty.attribution.audit_state import AUDIT_DIR, BASE, COALITIONS, coalitions_file
 from train_fixtures import royalty
 
@@ -56,7 +58,7 @@ def test_json_contract(audited) -> None:
     assert doc["checks"]["grand_coalition_reproduces_run"] is True
 
     raw = doc["summary"]["raw"]
-    for name in ("in_run_vs_retraining", "in_run_vs_one_seed", "noise_floor"):
+    for name in ("in_run_vs_retraining", "in_run_vs_one_seed", "noise_floor", "in_run_linear_subset_vs_retraining"):
         m = raw[name]
         assert -1 <= m["spearman_mean"] <= 1 and 0 <= m["sign_agreement"] <= 1
         assert 0 <= m["l1_share_distance"] <= 2 and 0 <= m["top_owner_agreement"] <= 1
@@ -124,6 +126,9 @@ def test_batch_mask_game_of_one_step_is_the_in_run_value_up_to_third_order(tmp_p
     subset = json.loads(royalty("audit", run, "--seeds", "1", "--quiet", check=True).stdout)
     doc = json.loads(royalty("audit", run, "--seeds", "1", "--game", "batch-mask", "--quiet", check=True).stdout)
     assert doc["game"]["game"] == "batch-mask" and subset["game"]["game"] == "subset"
+    # the linear-limit map is the subset game's; batch-mask's linear limit is the values themselves
+    assert "in_run_linear_subset_vs_retraining" not in doc["summary"]["raw"]
+    assert "in_run_linear_subset_vs_retraining" in subset["summary"]["raw"]
     assert doc["checks"]["grand_coalition_reproduces_run"] is True
     # each game keeps its own retrainings
     for game in ("subset", "batch-mask"):
@@ -194,6 +199,18 @@ def test_owners_n_keeps_the_others_in_every_coalition(audited) -> None:
     for p in players:
         assert mine[p] == pytest.approx(seed0_loo[p], rel=1e-12, abs=1e-15)
     assert set(full_loo) == set(OWNERS)
+
+    # the linear-limit map keeps the background owner in every coalition too (2 images each)
+    sums = pd.read_parquet(run / run_folder.VALUES).groupby(["owner", "target_id"])["value"].sum()
+    ids = [t["target_id"] for t in doc["targets"]]
+    (rest,) = doc["game"]["background_owners"]
+    mapped = linear_subset_shapley(
+        np.array([[sums[(p, t)] for t in ids] for p in players]), [2, 2], np.array([sums[(rest, t)] for t in ids]), 2)
+    phi = np.array([[t["retraining_shapley"][p] for t in doc["targets"]] for p in players])
+    got = doc["summary"]["raw"]["in_run_linear_subset_vs_retraining"]
+    want = agreement(mapped, phi)
+    for key in ("sign_agreement", "l1_share_distance", "top_owner_agreement"):
+        assert got[key] == pytest.approx(want[key], rel=1e-9), key
 
 
 @pytest.mark.parametrize(
