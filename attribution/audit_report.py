@@ -12,9 +12,9 @@ the run derives `value_specific`:
   second retraining would be;
 - `in_run_linear_subset_vs_retraining` (subset game only): the in-run values mapped to
   the Shapley values the subset game would have if training were linear in its steps
-  (`subset_linear`), against retraining. The map keeps each target's order of owners
-  and stretches their differences: it tells apart what the game's structure explains
-  (shares, signs) from what the values get wrong.
+  (`subset_linear`), against retraining. For owners of equal size the map keeps each
+  target's order of owners and stretches their differences: it tells apart what the
+  game's structure explains (shares, signs) from what the values get wrong.
 """
 
 from __future__ import annotations

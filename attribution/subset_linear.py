@@ -12,9 +12,9 @@ a coalition earns the image-weighted *mean* of its members' contributions, not t
 sum: one owner alone trains on its own images N / n_o times as often as in the run. The
 Shapley values of this game are a linear map of the in-run values; for n owners of
 equal size, φ_o = (H + (H − 1)/(n − 1)) · v_o − (H − 1)/(n − 1) · Σ v with H the n-th
-harmonic number (2.44 v_o − 0.36 Σ v for 4 owners). It keeps the owners' order and
-stretches their differences, so even exact in-run values, at small learning rates, are
-not retraining Shapley's numbers: the audit compares both the values themselves and
+harmonic number (2.44 v_o − 0.36 Σ v for 4 owners): the owners' order kept, their
+differences stretched. So even exact in-run values, at small learning rates, are not
+retraining Shapley's numbers: the audit compares both the values themselves and
 their image under this map (DESIGN.md §1 defines v; BENCHMARKS.md, fidelity, measures
 where the linear regime holds).
 
