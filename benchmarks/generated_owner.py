@@ -66,16 +66,18 @@ def main() -> None:
         hit = table[f"top_{b}"] == table["style_owner"]
         print(f"{b}: largest share to the style owner for {hit.sum()}/{len(table)} images; "
               f"{hit[clear].sum()}/{int(clear.sum())} of those with a clear style (≥ {NEIGHBOURS - 1}/{NEIGHBOURS} neighbours)")
-    if args.sheet is not None:
-        scale = 4
+    if args.sheet is not None:  # rows of 16: generated images above their nearest training images
+        scale, per_row = 4, 16
         size = 32 * scale
-        sheet = Image.new("RGB", (len(table) * (size + 8), 2 * size + 8), "white")
+        rows_n = -(-len(table) // per_row)
+        sheet = Image.new("RGB", (min(len(table), per_row) * (size + 8), rows_n * (2 * size + 24)), "white")
         for i, row in table.iterrows():
+            x, y = (i % per_row) * (size + 8), (i // per_row) * (2 * size + 24)
             gen = Image.open(args.generated / meta["file_name"][i]).convert("RGB").resize((size, size), Image.NEAREST)
             near = next(r for r in train if r["id"] == row["nearest"])
             ref = Image.open(train_dir / near["file_name"]).convert("RGB").resize((size, size), Image.NEAREST)
-            sheet.paste(gen, (i * (size + 8), 0))
-            sheet.paste(ref, (i * (size + 8), size + 8))
+            sheet.paste(gen, (x, y))
+            sheet.paste(ref, (x, y + size + 8))
         ImageDraw.Draw(sheet)
         args.sheet.parent.mkdir(parents=True, exist_ok=True)
         sheet.save(args.sheet)
