@@ -43,11 +43,12 @@ def _matrix(values: dict, players: tuple[str, ...]) -> np.ndarray:
     return np.stack([np.asarray(values[p], dtype=np.float64) for p in players])
 
 
-def _in_run(outcome: Outcome, column: str) -> np.ndarray:
-    """[players, targets]: the run's values summed per owner, in the run's target order."""
-    run, players = outcome.run, outcome.plan.players
+def _in_run(outcome: Outcome, column: str, owners: list[str] | None = None) -> np.ndarray:
+    """[owners, targets]: the run's values summed per owner (default: the players), in the run's target order."""
+    run = outcome.run
+    owners = list(outcome.plan.players) if owners is None else owners
     sums = run.values.groupby(["owner", "target_id"], sort=False)[column].sum()
-    table = sums.unstack("target_id").reindex(index=list(players), columns=list(run.targets.ids))
+    table = sums.unstack("target_id").reindex(index=owners, columns=list(run.targets.ids))
     return table.fillna(0.0).to_numpy(dtype=np.float64)
 
 
@@ -62,31 +63,30 @@ def _specific(phi: np.ndarray, run) -> np.ndarray | None:
     return None
 
 
-def _as_subset_game(outcome: Outcome, column: str) -> np.ndarray | None:
+def _as_subset_game(outcome: Outcome, column: str, in_run: np.ndarray) -> np.ndarray | None:
     """[players, targets]: the in-run values through the subset game's small-step limit."""
     run, plan = outcome.run, outcome.plan
     if plan.game != "subset":  # batch-mask keeps the run's batches: linear, it is additive
         return None
     counts = Counter(run.train.owners)
-    background = None
-    if plan.background:
-        rows = run.values[run.values["owner"].isin(plan.background)]
-        sums = rows.groupby("target_id", sort=False)[column].sum().reindex(list(run.targets.ids))
-        background = sums.fillna(0.0).to_numpy(dtype=np.float64)
+    background = _in_run(outcome, column, sorted(plan.background)).sum(axis=0) if plan.background else None
     index = {p: i for i, p in enumerate(plan.players)}
     return linear_subset_shapley(
-        _in_run(outcome, column), [counts[p] for p in plan.players], background,
+        in_run, [counts[p] for p in plan.players], background,
         sum(counts[o] for o in plan.background), [tuple(index[p] for p in perm) for perm in plan.permutations],
     )
 
 
-def _comparisons(in_run: np.ndarray, per_seed: list[np.ndarray], linear: np.ndarray | None) -> dict[str, Any]:
+def _comparisons(outcome: Outcome, column: str, per_seed: list[np.ndarray]) -> dict[str, Any]:
+    """The run's `column` summed per owner against retraining's per-seed Shapley values."""
+    in_run = _in_run(outcome, column)
     mean = np.mean(per_seed, axis=0)
     doc = {
         "in_run_vs_retraining": agreement(in_run, mean),
         "in_run_vs_one_seed": mean_agreement([agreement(in_run, p) for p in per_seed]),
         "noise_floor": mean_agreement([agreement(a, b) for a, b in itertools.combinations(per_seed, 2)]),
     }
+    linear = _as_subset_game(outcome, column, in_run)
     if linear is not None:
         doc["in_run_linear_subset_vs_retraining"] = agreement(linear, mean)
     return doc
@@ -143,24 +143,22 @@ def build_report(outcome: Outcome) -> dict[str, Any]:
 
     phi = {s: _matrix(r["shapley"], players) for s, r in seeds.items()}  # [players, columns]
     raw = [phi[s][:, :k] for s in sorted(phi)]
-    in_run = _in_run(outcome, "value")
-    summary: dict[str, Any] = {"raw": _comparisons(in_run, raw, _as_subset_game(outcome, "value"))}
+    summary: dict[str, Any] = {"raw": _comparisons(outcome, "value", raw)}
     if SPECIFIC_COLUMN in run.values.columns:
         specific = [_specific(phi[s], run) for s in sorted(phi)]
         if specific[0] is not None:
-            summary["specific"] = _comparisons(
-                _in_run(outcome, SPECIFIC_COLUMN), specific, _as_subset_game(outcome, SPECIFIC_COLUMN))
+            summary["specific"] = _comparisons(outcome, SPECIFIC_COLUMN, specific)
     if run.config.order == 2:
-        summary["first_order_only"] = _comparisons(
-            _in_run(outcome, "value_first_order"), raw, _as_subset_game(outcome, "value_first_order"))
+        summary["first_order_only"] = _comparisons(outcome, "value_first_order", raw)
     loos = [_matrix(r["loo"], players)[:, :k] for s, r in sorted(seeds.items()) if r["loo"] is not None]
     if loos:
         summary["leave_one_out_vs_retraining"] = agreement(np.mean(loos, axis=0), np.mean(raw, axis=0))
     doc["summary"] = summary
 
+    in_run = _in_run(outcome, "value")
     mean_phi = np.mean(raw, axis=0)
     mean_loo = np.mean(loos, axis=0) if loos else None
-    counts = {p: sum(1 for o in run.train.owners if o == p) for p in players}
+    counts = Counter(run.train.owners)
     in_run_shares, retrain_shares = shares(in_run.sum(axis=1)), shares(mean_phi.sum(axis=1))
     doc["owners"] = [
         {

@@ -33,6 +33,12 @@ RECIPES = {
 }
 
 
+def recipe_lr(optimizer: str) -> float:
+    """The valued phase's lr in the recipe as written (the one the BENCHMARKS table quotes)."""
+    recipe = RECIPES[optimizer]
+    return float(recipe[recipe.index("--lr") + 1])
+
+
 def royalty(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "royalty.cli", *args], capture_output=True, text=True, cwd=ROOT)
 
@@ -114,8 +120,8 @@ def main() -> None:
     parser.add_argument("--runs", type=lambda t: t.split(","), default=None,
                         help="comma-separated subset of sgd-o1,adamw-o1,sgd-o2,adamw-o2 (default: all)")
     parser.add_argument("--game", choices=("subset", "batch-mask"), default="subset", help="royalty audit --game")
-    parser.add_argument("--sgd-lr", type=float, default=0.01, help="learning rate of the SGD runs' valued phase")
-    parser.add_argument("--adamw-lr", type=float, default=0.0002, help="learning rate of the AdamW runs' valued phase")
+    parser.add_argument("--sgd-lr", type=float, default=recipe_lr("sgd"), help="learning rate of the SGD runs' valued phase")
+    parser.add_argument("--adamw-lr", type=float, default=recipe_lr("adamw"), help="learning rate of the AdamW runs' valued phase")
     parser.add_argument("--steps", type=int, default=50, help="valued steps of every run")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
@@ -127,8 +133,8 @@ def main() -> None:
             if args.runs and name not in args.runs:
                 continue
             # other recipes get other folders: a run folder's audit state belongs to its recipe
-            lr, default_lr = (args.sgd_lr, 0.01) if optimizer == "sgd" else (args.adamw_lr, 0.0002)
-            tag = (f"-lr{lr:g}" if lr != default_lr else "") + (f"-s{args.steps}" if args.steps != 50 else "")
+            lr = args.sgd_lr if optimizer == "sgd" else args.adamw_lr
+            tag = (f"-lr{lr:g}" if lr != recipe_lr(optimizer) else "") + (f"-s{args.steps}" if args.steps != 50 else "")
             run = args.out / f"{name}{tag}"
             train_seconds = train(run, optimizer, order, args.steps, lr)
             if order == 2:

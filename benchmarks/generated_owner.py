@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from PIL import Image, ImageDraw
+from PIL import Image
 
 from royalty.attribution.images import decode_image
 
@@ -78,7 +78,6 @@ def main() -> None:
             ref = Image.open(train_dir / near["file_name"]).convert("RGB").resize((size, size), Image.NEAREST)
             sheet.paste(gen, (x, y))
             sheet.paste(ref, (x, y + size + 8))
-        ImageDraw.Draw(sheet)
         args.sheet.parent.mkdir(parents=True, exist_ok=True)
         sheet.save(args.sheet)
         print(f"wrote {args.sheet}")
