@@ -1,4 +1,4 @@
-"""The payout policy of DESIGN.md §3, as one immutable value recorded in every statement."""
+"""The payout policy (docs/design.md, "Money"), as one immutable value recorded in every statement."""
 
 from __future__ import annotations
 
@@ -38,6 +38,16 @@ class PayoutPolicy:
     def __post_init__(self) -> None:
         if self.min_payout < 0:
             raise ValueError("min_payout must be non-negative")
+
+    @property
+    def per_target(self) -> bool:
+        """A --revenue total is split target by target (equal parts), not pooled.
+
+        Specific values are measured against a reference; against the default one (the
+        mean over the targets) an owner's sum over all targets is 0 by construction, so
+        only the per-target split means something for that basis.
+        """
+        return self.basis is Basis.SPECIFIC
 
     def carries_forward(self, amount: int) -> bool:
         return 0 < amount < self.min_payout

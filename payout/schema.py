@@ -111,7 +111,7 @@ def payout_schema() -> dict[str, Any]:
                     "min_payout": {"$ref": "#/$defs/money"},
                     "allocation": {"const": ALLOCATION},
                     "tie_break": {"const": TIE_BREAK},
-                    "target_weighting": {"enum": ["equal", "per_sale"]},
+                    "target_weighting": {"enum": ["equal", "per_target", "per_sale"]},
                 }
             ),
             "provenance": _obj(

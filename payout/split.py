@@ -1,12 +1,14 @@
 """Turning owner values into minor units: per total (--revenue) or per sale (--sales).
 
-Policy (DESIGN.md §3): sum values per owner exactly, clip each owner at 0, split in
-proportion to what is left by largest remainder. When nobody is positive the policy's
-on_no_positive rule decides: fail, or split equally among the owners concerned.
+Policy (docs/design.md, "Money"): sum values per owner exactly, clip each owner at 0,
+split in proportion to what is left by largest remainder. When nobody is positive the
+policy's on_no_positive rule decides: fail, or split equally among the owners concerned.
+A sum indistinguishable from rounding is refused before anything is split (noise.py).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from fractions import Fraction
 
@@ -16,6 +18,7 @@ from royalty.errors import DataError
 from royalty.payout.allocate import largest_remainder, largest_remainder_many
 from royalty.payout.exact import exact_group_sums, fraction_of
 from royalty.payout.ledger import Ledger, Sale
+from royalty.payout.noise import refuse_noise
 from royalty.payout.policy import OnNoPositive, PayoutPolicy
 from royalty.payout.values import RunValues
 
@@ -26,6 +29,7 @@ RULE_EQUAL = "equal"
 # denominators; they are shown to 10 significant digits, so 40 decimal digits of
 # integer precision per term is far more than enough and keeps the arithmetic small.
 _SHARE_PRECISION = 10**40
+_LISTED = 5  # targets named in an error; the count says how many more
 
 
 @dataclass(frozen=True)
@@ -62,23 +66,46 @@ class Split:
     sales: tuple[SaleSplit, ...]
 
 
-def _weights(numerators: list[int], policy: PayoutPolicy, what: str) -> tuple[list[int], str]:
+def _weights(numerators: list[int], policy: PayoutPolicy) -> tuple[list[int] | None, str]:
+    """The clipped weights and their rule; None when nobody is positive and the policy fails."""
     clipped = [n if n > 0 else 0 for n in numerators]
     if any(clipped):
         return clipped, RULE_VALUE
     if policy.on_no_positive is OnNoPositive.EQUAL:
         return [1] * len(numerators), RULE_EQUAL
-    raise DataError(
+    return None, RULE_VALUE
+
+
+def _no_positive_message(what: str, policy: PayoutPolicy) -> str:
+    return (
         f"no owner has a positive value {what} (basis {policy.basis.value}); nothing can be split "
         "by value — pass --on-no-positive equal to split equally among the owners"
     )
 
 
 def split_revenue(values: RunValues, revenue: int, policy: PayoutPolicy) -> Split:
-    """One total over all targets: each owner's value is the sum of all its rows."""
+    """One total: pooled over all targets, or per target when the policy says so.
+
+    Pooled (basis raw): each owner's value is the sum of all its rows. Per target (basis
+    specific): the revenue is cut into equal parts, one per target, and each part is
+    split by that target's own owner values — the split a ledger of one equal sale per
+    target would get. A specific value is measured against a reference, and with the
+    default reference (the mean over the targets) each owner's sum over all targets is 0
+    by construction: pooled, it would pay by rounding noise.
+    """
+    if policy.per_target:
+        parts = largest_remainder(revenue, values.targets, [1] * len(values.targets))
+        amounts = {t: [a] for t, a in enumerate(parts) if a > 0}
+        return _split_targets(values, amounts, policy, lambda t: f"target {values.targets[t]!r}", False)[0]
     n = len(values.owners)
     sums = exact_group_sums(values.owner_codes, values.values, n)
-    weights, rule = _weights(list(sums.numerators), policy, "summed over all targets")
+    refuse_noise(
+        values.owner_codes, values.values, sums, list(range(n)),
+        lambda g: f"owner {values.owners[g]!r} over all targets", values.column,
+    )
+    weights, rule = _weights(list(sums.numerators), policy)
+    if weights is None:
+        raise DataError(_no_positive_message("summed over all targets", policy))
     amounts = largest_remainder(revenue, values.owners, weights)
     total = sum(weights)
     owners = tuple(
@@ -97,79 +124,106 @@ def split_revenue(values: RunValues, revenue: int, policy: PayoutPolicy) -> Spli
 
 def split_sales(values: RunValues, ledger: Ledger, policy: PayoutPolicy, detail: bool = False) -> Split:
     """Each sale split by the owner values for its own target, then summed per owner."""
+    target_index = {t: i for i, t in enumerate(values.targets)}
+    amounts: dict[int, list[int]] = {}
+    first_sale: dict[int, Sale] = {}
+    for sale in ledger.sales:
+        t = target_index[sale.target_id]
+        amounts.setdefault(t, []).append(sale.amount)
+        first_sale.setdefault(t, sale)
+
+    def label(t: int) -> str:
+        sale = first_sale[t]
+        return f"sale {sale.sale_id!r} (line {sale.line}), target {values.targets[t]!r}"
+
+    split, lines = _split_targets(values, amounts, policy, label, detail)
+    if not detail:
+        return split
+    # Each target's lines come in the ledger order of its sales.
+    queues = {t: iter(rows) for t, rows in lines.items()}
+    details = tuple(SaleSplit(sale, *next(queues[target_index[sale.target_id]])) for sale in ledger.sales)
+    return Split(split.revenue, split.owners, split.targets_paid, split.equal_rule_targets, details)
+
+
+@dataclass(frozen=True)
+class _TargetWeights:
+    owners: list[int]  # owner indices with rows for the target
+    weights: list[int]
+    rule: str
+
+
+def _split_targets(
+    values: RunValues,
+    amounts: dict[int, list[int]],
+    policy: PayoutPolicy,
+    label: Callable[[int], str],
+    detail: bool,
+) -> tuple[Split, dict[int, list[tuple[str, tuple[SaleLine, ...]]]]]:
+    """Split each amount of target t by t's own clipped owner values; sum per owner.
+
+    `amounts`: target index → the amounts earned by that target (sales, or one equal
+    part of a revenue). With `detail`, also each amount's (rule, lines) per target.
+    """
     n_owners = len(values.owners)
     n_targets = len(values.targets)
     groups = values.target_codes * n_owners + values.owner_codes
     sums = exact_group_sums(groups, values.values, n_targets * n_owners)
     present = np.bincount(groups, minlength=n_targets * n_owners).reshape(n_targets, n_owners) > 0
-    target_index = {t: i for i, t in enumerate(values.targets)}
+    refuse_noise(
+        groups, values.values, sums,
+        [t * n_owners + i for t in sorted(amounts) for i in np.flatnonzero(present[t]).tolist()],
+        lambda g: f"owner {values.owners[g % n_owners]!r} for {label(g // n_owners)}", values.column,
+    )
 
-    per_target: dict[int, tuple[list[int], list[int], str]] = {}  # t → (owner idx, weights, rule)
-    sold: dict[int, int] = {}  # t → Σ sale amounts
-    for sale in ledger.sales:
-        t = target_index[sale.target_id]
-        sold[t] = sold.get(t, 0) + sale.amount
-        if t in per_target:
-            continue
-        idx = [int(i) for i in np.flatnonzero(present[t])]
-        nums = [sums.numerators[t * n_owners + i] for i in idx]
-        try:
-            weights, rule = _weights(nums, policy, f"for target {sale.target_id!r}")
-        except DataError as exc:
-            raise DataError(f"sale {sale.sale_id!r} (line {sale.line}): {exc}") from exc
-        per_target[t] = (idx, weights, rule)
+    per_target: dict[int, _TargetWeights] = {}
+    failed: list[int] = []
+    for t in amounts:
+        idx = np.flatnonzero(present[t]).tolist()
+        weights, rule = _weights([sums.numerators[t * n_owners + i] for i in idx], policy)
+        if weights is None:
+            failed.append(t)
+        else:
+            per_target[t] = _TargetWeights(idx, weights, rule)
+    if failed:
+        named = ", ".join(label(t) for t in failed[:_LISTED])
+        more = f" and {len(failed) - _LISTED} more" if len(failed) > _LISTED else ""
+        raise DataError(_no_positive_message(f"for {len(failed)} of {len(amounts)} targets ({named}{more})", policy))
 
     allocated = [0] * n_owners
     weighted = [False] * n_owners
-    # All sales of one target share its weights: allocate them together, one row each.
-    by_target: dict[int, list[int]] = {}
-    for k, sale in enumerate(ledger.sales):
-        by_target.setdefault(target_index[sale.target_id], []).append(k)
-    rows_of: dict[int, tuple[int, np.ndarray]] = {}  # sale index → (target, amounts row)
-    for t, sale_indices in by_target.items():
-        idx, weights, _ = per_target[t]
-        table = largest_remainder_many(
-            [ledger.sales[k].amount for k in sale_indices], [values.owners[i] for i in idx], weights
-        )
-        for i, total in zip(idx, table.sum(axis=0, dtype=object).tolist()):
-            allocated[i] += int(total)
-        if detail:
-            for k, row in zip(sale_indices, table):
-                rows_of[k] = (t, row)
-
-    details: list[SaleSplit] = []
-    for k, sale in enumerate(ledger.sales if detail else ()):
-        t, row = rows_of[k]
-        idx, weights, rule = per_target[t]
-        total = sum(weights)
-        details.append(
-            SaleSplit(
-                sale,
-                rule,
-                tuple(
-                    SaleLine(
-                        values.owners[i],
-                        fraction_of(sums.numerators[t * n_owners + i], sums.scale),
-                        Fraction(w, total),
-                        int(a),
-                    )
-                    for i, w, a in zip(idx, weights, row.tolist())
-                    if w > 0
-                ),
-            )
-        )
-
-    revenue = sum(sold.values())
     share_num = [0] * n_owners
     value_num = [0] * n_owners
-    for t, amount in sold.items():
-        idx, weights, _ = per_target[t]
-        total = sum(weights)
-        for i, w in zip(idx, weights):
+    lines: dict[int, list[tuple[str, tuple[SaleLine, ...]]]] = {}
+    for t, earned in amounts.items():
+        tw = per_target[t]
+        # All amounts of one target share its weights: allocate them together, one row each.
+        table = largest_remainder_many(earned, [values.owners[i] for i in tw.owners], tw.weights)
+        total = sum(tw.weights)
+        for i, w, paid in zip(tw.owners, tw.weights, table.sum(axis=0, dtype=object).tolist()):
+            allocated[i] += int(paid)
+            value_num[i] += sums.numerators[t * n_owners + i]
             if w > 0:
                 weighted[i] = True
-                share_num[i] += amount * w * _SHARE_PRECISION // total
-            value_num[i] += sums.numerators[t * n_owners + i]
+                share_num[i] += sum(earned) * w * _SHARE_PRECISION // total
+        if detail:
+            lines[t] = [
+                (
+                    tw.rule,
+                    tuple(
+                        SaleLine(
+                            values.owners[i],
+                            fraction_of(sums.numerators[t * n_owners + i], sums.scale),
+                            Fraction(w, total),
+                            int(a),
+                        )
+                        for i, w, a in zip(tw.owners, tw.weights, row.tolist())
+                        if w > 0
+                    ),
+                )
+                for row in table
+            ]
+
+    revenue = sum(sum(earned) for earned in amounts.values())
     owners = tuple(
         OwnerSplit(
             owner=values.owners[i],
@@ -181,5 +235,5 @@ def split_sales(values: RunValues, ledger: Ledger, policy: PayoutPolicy, detail:
         )
         for i in range(n_owners)
     )
-    equal = tuple(sorted(values.targets[t] for t, (_, _, rule) in per_target.items() if rule == RULE_EQUAL))
-    return Split(revenue, owners, len(sold), equal, tuple(details))
+    equal = tuple(sorted(values.targets[t] for t, tw in per_target.items() if tw.rule == RULE_EQUAL))
+    return Split(revenue, owners, len(amounts), equal, ()), lines

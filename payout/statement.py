@@ -118,7 +118,7 @@ def build_statement(
     policy_doc = {
         **{k: v for k, v in policy.as_dict().items() if k != "min_payout_minor"},
         "min_payout": money(policy.min_payout, cur),
-        "target_weighting": "per_sale" if ledger else "equal",
+        "target_weighting": "per_sale" if ledger else ("per_target" if policy.per_target else "equal"),
     }
     # The id covers what determines the money, not the tool version or the clock:
     # recomputing the same payout later must give the same id and idempotency keys.
@@ -132,6 +132,9 @@ def build_statement(
         "ledger_sha256": provenance["ledger_sha256"],
         "policy": policy.as_dict(),
     }
+    if not ledger and policy.per_target:
+        # Kept out of every other id, so statements computed before it existed keep theirs.
+        identity["revenue_split"] = "per_target"
     statement_id = sha256_hex(canonical_json(identity))
 
     payees = []

@@ -51,6 +51,8 @@ class Page:
     subtitle: str
     summary: tuple[tuple[str, str], ...]
     owners: tuple[OwnerShare, ...]
+    refusal: str | None  # why `royalty payout --revenue` refuses this basis, if it does
+    per_target: bool  # that split goes target by target (basis specific), not pooled
     colours: dict[str, str]
     plots: dict[str, str]  # "efficiency" / "owner_shares" / "value_hist" -> data: URI
     efficiency: Efficiency | None
@@ -119,7 +121,7 @@ def _overview(page: Page) -> str:
     rows = []
     for s in page.owners:
         bar = f'<span class="bar"><span style="width:{100 * s.share:.2f}%;background:{page.colours[s.owner]}"></span></span>'
-        status = "" if s.positive else ' <span class="muted">(≤ 0: paid nothing)</span>'
+        status = "" if s.paid or page.refusal else ' <span class="muted">(paid nothing)</span>'
         rows.append(
             f"<tr><td>{_badge(s.owner, page.colours)}{status}</td><td class=num>{s.images}</td>"
             f"<td class=num>{fmt_value(s.value)}</td><td class=num><b>{fmt_share(s.share)}</b></td><td>{bar}</td></tr>"
@@ -137,6 +139,12 @@ def _overview(page: Page) -> str:
             f'<p class="callout">The top-paid owner is the target\'s true owner on <b>{a.matches} of '
             f"{a.single_style}</b> single-style targets ({100 * a.matches / a.single_style:.0f} %{chance}).</p>"
         )
+    refusal = (
+        f'<p class="callout">No share is shown: <code>royalty payout --revenue</code> refuses this basis. '
+        f"{escape(page.refusal)}</p>"
+        if page.refusal
+        else ""
+    )
     plots = "".join(
         f'<figure><img src="{page.plots[name]}" alt="{escape(alt)}"><figcaption>{escape(alt)}</figcaption></figure>'
         for name, alt in (("owner_shares", "Owner shares over all targets"), ("value_hist", "Distribution of all values"))
@@ -144,9 +152,22 @@ def _overview(page: Page) -> str:
     )
     return (
         '<section class="card"><h2>Owners over all targets</h2>'
-        f'<p class="lead">Each owner\'s {escape(page.column)} summed over every training image and every target, '
-        "clipped at 0 and normalised — the split <code>royalty payout --revenue</code> pays with this basis.</p>"
+        f'<p class="lead">{_split_rule(page)}</p>{refusal}'
         f'{accuracy}<div class="split">{table}</div><div class="plots">{plots}</div></section>'
+    )
+
+
+def _split_rule(page: Page) -> str:
+    column = escape(page.column)
+    if page.per_target:
+        return (
+            f"Each target's equal part of the revenue split by its owners' {column} for that target, clipped at 0, "
+            "then summed per owner — the split <code>royalty payout --revenue</code> pays with this basis. "
+            f"Σ {column} sums over all targets (against the targets' own mean it is 0 by construction)."
+        )
+    return (
+        f"Each owner's {column} summed over every training image and every target, clipped at 0 and "
+        "normalised — the split <code>royalty payout --revenue</code> pays with this basis."
     )
 
 

@@ -21,7 +21,7 @@ def report_schema() -> dict[str, Any]:
         "additionalProperties": False,
         "required": [
             "format_version", "document", "run_id", "attribution", "basis", "out", "files",
-            "targets_total", "targets_shown", "targets_omitted", "top", "owners", "top_owner_matches",
+            "targets_total", "targets_shown", "targets_omitted", "top", "owners", "payout_refusal", "top_owner_matches",
         ],
         "properties": {
             "format_version": {"const": FORMAT_VERSION},
@@ -53,6 +53,10 @@ def report_schema() -> dict[str, Any]:
                         "share": {"type": "number", "minimum": 0, "maximum": 1},
                     },
                 },
+            },
+            "payout_refusal": {
+                "type": ["string", "null"],
+                "description": "Why royalty payout --revenue refuses this basis (every share is then 0), or null.",
             },
             "top_owner_matches": {
                 "type": ["object", "null"],

@@ -18,7 +18,7 @@ import numpy as np
 from royalty import __version__
 from royalty.atomic import write_bytes, write_text
 from royalty.errors import DataError, OutputError, UsageError
-from royalty.payout.policy import Basis
+from royalty.payout.policy import Basis, PayoutPolicy
 from royalty.report import charts, html, stats
 from royalty.report.colours import owner_colours
 from royalty.report.load import ImageRecord, ReportSource, load_source
@@ -67,7 +67,7 @@ def build_report(request: ReportRequest, progress: Callable[[str], None] = lambd
     progress(f"values verified: {len(coded.targets)} targets × {len(source.values.sample_ids) // max(len(coded.targets), 1)} training images")
 
     colours = owner_colours(coded.owners)
-    overall = stats.owner_shares(coded.owner_codes, coded.values, coded.owners, coded.images)
+    overall = stats.overall_shares(coded, request.basis)
     shown_ids = list(coded.targets[: request.max_targets])  # targets are sorted ascending
     per_target = stats.target_stats(source.values, shown_ids, request.top)
 
@@ -79,7 +79,7 @@ def build_report(request: ReportRequest, progress: Callable[[str], None] = lambd
     progress("plots")
     eff = stats.efficiency(source.steps) if source.steps is not None else None
     pngs = {
-        "owner_shares": charts.owner_shares_png(overall, colours),
+        "owner_shares": charts.owner_shares_png(overall.shares, colours),
         "value_hist": charts.value_hist_png(coded.values, coded.owner_codes, coded.owners, colours, coded.column),
     }
     if eff is not None:
@@ -89,7 +89,9 @@ def build_report(request: ReportRequest, progress: Callable[[str], None] = lambd
         title="Royalty report",
         subtitle=_subtitle(source, coded.column),
         summary=_summary(source),
-        owners=overall,
+        owners=overall.shares,
+        refusal=overall.refusal,
+        per_target=PayoutPolicy(basis=request.basis).per_target,
         colours=colours,
         plots={name: data_uri(data, "image/png") for name, data in pngs.items()},
         efficiency=eff,
@@ -122,7 +124,8 @@ def build_report(request: ReportRequest, progress: Callable[[str], None] = lambd
         "targets_shown": len(shown_ids),
         "targets_omitted": len(coded.targets) - len(shown_ids),
         "top": request.top,
-        "owners": [{"owner": s.owner, "value": s.value, "share": s.share} for s in sorted(overall, key=lambda s: s.owner)],
+        "owners": [{"owner": s.owner, "value": s.value, "share": s.share} for s in sorted(overall.shares, key=lambda s: s.owner)],
+        "payout_refusal": overall.refusal,
         "top_owner_matches": None if accuracy is None else {"matches": accuracy.matches, "single_style_targets": accuracy.single_style},
     }
 

@@ -1,8 +1,9 @@
 """The numbers a report shows, from a validated values table and the steps table.
 
-Shares follow payout's rule exactly (DESIGN.md §3): owner totals summed exactly
-(`royalty.payout.exact`), clipped at 0, share = clipped / Σ clipped — so the overall
-shares here are the shares `royalty payout --revenue` pays with the same basis.
+The overall shares are computed by payout's own split (`royalty.payout.split`), so they
+are the shares `royalty payout --revenue` pays with the same basis, and the report says
+so when payout would refuse. Per-target shares follow the same rule for one target:
+exact owner sums, clipped at 0, share = clipped / Σ clipped.
 """
 
 from __future__ import annotations
@@ -13,7 +14,11 @@ from fractions import Fraction
 import numpy as np
 import pyarrow as pa
 
+from royalty.errors import DataError
 from royalty.payout.exact import exact_group_sums
+from royalty.payout.policy import Basis, PayoutPolicy
+from royalty.payout.split import split_revenue
+from royalty.payout.values import RunValues
 from royalty.report.load import Values
 
 HIST_BINS = 30
@@ -27,8 +32,8 @@ class OwnerShare:
     share: float  # clipped / Σ clipped; 0 for owners at or below 0
 
     @property
-    def positive(self) -> bool:
-        return self.value > 0
+    def paid(self) -> bool:
+        return self.share > 0
 
 
 @dataclass(frozen=True)
@@ -94,10 +99,28 @@ class Efficiency:
         return self.steps[m], np.cumsum(self.value_sum[m]), np.cumsum(self.actual[m])
 
 
-def owner_shares(owner_codes: np.ndarray, values: np.ndarray, owners: tuple[str, ...], images: tuple[int, ...]) -> tuple[OwnerShare, ...]:
-    sums = exact_group_sums(owner_codes, values, len(owners))
-    exact = [sums.fraction(g) for g in range(len(owners))]
-    return _shares(exact, owners, images)
+@dataclass(frozen=True)
+class Overall:
+    """The split `royalty payout --revenue` makes with this basis, or why it refuses one."""
+
+    shares: tuple[OwnerShare, ...]  # every owner; all shares 0 when refused
+    refusal: str | None
+
+
+def overall_shares(coded: RunValues, basis: Basis) -> Overall:
+    # Equal parts of K · 10^15 minor units per target: the per-target split's shares are
+    # then exact ratios, independent of how a real revenue rounds over the targets.
+    revenue = len(coded.targets) * 10**15
+    try:
+        split = split_revenue(coded, revenue, PayoutPolicy(basis=basis))
+    except DataError as exc:
+        sums = exact_group_sums(coded.owner_codes, coded.values, len(coded.owners))
+        shares = tuple(
+            OwnerShare(owner, coded.images[g], float(sums.fraction(g)), 0.0) for g, owner in enumerate(coded.owners)
+        )
+        return Overall(tuple(sorted(shares, key=lambda s: (-s.value, s.owner))), str(exc))
+    shares = tuple(OwnerShare(o.owner, o.images, float(o.value), float(o.share)) for o in split.owners)
+    return Overall(tuple(sorted(shares, key=lambda s: (-s.share, -s.value, s.owner))), None)
 
 
 def _shares(exact: list[Fraction], owners: tuple[str, ...], images: tuple[int, ...]) -> tuple[OwnerShare, ...]:

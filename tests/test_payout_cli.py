@@ -275,8 +275,11 @@ def test_sales_in_yen_from_jsonl(good: dict[str, CompletedProcess[str]], schema:
 def test_specific_basis(good: dict[str, CompletedProcess[str]], schema: dict[str, Any]) -> None:
     doc = doc_of(good, "specific", schema)
     assert doc["policy"]["basis"] == "specific" and doc["provenance"]["values_column"] == "value_specific"
-    # value_specific = value - 0.5 per row: alice 6-2=4, bob 3-1=2, carol -1.5-1 → 2/3, 1/3 of 9.99.
-    assert [p["amount"]["amount"] for p in doc["payees"]] == ["6.66", "3.33", "0.00"]
+    # value_specific = value - 0.5 per row, split target by target: 999 cents in equal parts,
+    # 500 to t1 (the tie goes to the first target id) and 499 to t2. t1: alice 3, bob 0.5,
+    # carol -1.5 → 429 + 71 cents; t2: alice 1, bob 1.5, carol -1 → 199.6 → 200, 299.4 → 299.
+    assert doc["policy"]["target_weighting"] == "per_target"
+    assert [p["amount"]["amount"] for p in doc["payees"]] == ["6.29", "3.70", "0.00"]
 
 
 def test_equal_rule(good: dict[str, CompletedProcess[str]], schema: dict[str, Any]) -> None:

@@ -122,10 +122,32 @@ def test_top_contributors_are_the_largest_values(base, tmp_path):
     assert re.findall(r'<span class="sid">([^<]*)</span>', card) == list(ann.sample_id[:3])
 
 
-def test_specific_basis(base, tmp_path):
+def test_specific_basis_shows_the_per_target_split_payout_pays(base, tmp_path):
     doc = summary(report(base / "run", tmp_path / "r.html", "--basis", "specific"))
-    assert doc["basis"] == "specific"
-    assert "value_specific" in (tmp_path / "r.html").read_text()
+    assert doc["basis"] == "specific" and doc["payout_refusal"] is None
+    html = (tmp_path / "r.html").read_text()
+    assert "value_specific" in html and "equal part of the revenue" in html
+    statement = json.loads(royalty("payout", base / "run", "--revenue", "100.00", "--basis", "specific", check=True).stdout)
+    assert statement["policy"]["target_weighting"] == "per_target"
+    paid = {p["owner"]: float(p["share"]) for p in statement["payees"]}
+    assert {o["owner"]: o["share"] for o in doc["owners"]} == pytest.approx(paid, abs=1e-9)
+    assert sorted(paid.values())[-1] < 1.0  # per target, both owners are paid: not noise's all-or-nothing
+
+
+def test_a_basis_payout_refuses_is_shown_as_refused(base, tmp_path):
+    """A target where no owner is positive: payout refuses (exit 65), the report says so and shows no share."""
+    run = copy_run(base / "run", tmp_path / "run")
+    table = pq.read_table(run / "values.parquet")
+    column = table.schema.get_field_index("value_specific")
+    specific = table.column("value_specific").to_numpy()
+    on_ann = pc.equal(table.column("target_id"), "bar-ann").to_numpy(zero_copy_only=False)
+    rewrite_table(run, "values.parquet", table.set_column(column, "value_specific", pa.array(np.where(on_ann, -np.abs(specific) - 1e-6, specific))))
+    refused = royalty("payout", run, "--revenue", "100.00", "--basis", "specific")
+    assert refused.returncode == 65 and "target 'bar-ann'" in refused.stderr
+    doc = summary(report(run, tmp_path / "r.html", "--basis", "specific"))
+    assert doc["payout_refusal"] is not None and "bar-ann" in doc["payout_refusal"]
+    assert all(o["share"] == 0 for o in doc["owners"])
+    assert "refuses this basis" in (tmp_path / "r.html").read_text()
 
 
 def test_owner_at_or_below_zero_gets_no_share(base, tmp_path):
