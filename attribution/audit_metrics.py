@@ -1,7 +1,7 @@
 """How well two owner × target value tables agree, and the run's efficiency trace.
 
 Pure numpy/pandas. A table is an array [owners, targets]; both tables list owners and
-targets in the same order. Shares follow payout's rule (DESIGN.md §3): clip each owner at
+targets in the same order. Shares follow payout's rule (docs/design.md §3.2): clip each owner at
 0 and normalise; a target where no owner is positive is split equally (what
 `payout --on-no-positive equal` pays), so the distance is always defined.
 """

@@ -70,7 +70,7 @@ class TrainConfig:
     weight_decay: float = 0.0
     order: int = 1
     timestep_draws: int = 4  # M: fixed (timestep, noise) draws per target image
-    target_max_timestep: int = 250  # target draws at low noise (DESIGN.md §1: more faithful)
+    target_max_timestep: int = 250  # target draws at low noise (docs/design.md §1.8: more faithful)
     # valued steps draw training timesteps below this (None: the scheduler's whole range);
     # the warm-up always uses the whole range
     train_max_timestep: int | None = None

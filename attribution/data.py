@@ -1,4 +1,4 @@
-"""Reading the image folders `royalty train` takes (DESIGN.md §4), validating them first.
+"""Reading the image folders `royalty train` takes (docs/design.md §4), validating them first.
 
 Three kinds of folder, one pipeline:
 

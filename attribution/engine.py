@@ -1,4 +1,4 @@
-"""In-Run Data Shapley for one optimizer step (DESIGN.md §1–2).
+"""In-Run Data Shapley for one optimizer step (docs/design.md §1–2).
 
 Per step, one forward+backward over the training batch (the exact backward plain
 training does, so the optimizer sees bit-identical gradients) and one forward+backward

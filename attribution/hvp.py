@@ -1,4 +1,4 @@
-"""Per-target Hessian-vector products H_k v for the second-order term (DESIGN.md §1).
+"""Per-target Hessian-vector products H_k v for the second-order term (docs/design.md §1.3).
 
 Two exact ways, chosen by `EngineConfig.hvp`:
 

@@ -1,4 +1,4 @@
-"""Optimizers the trainer offers, and Adam's preconditioner for the values (DESIGN.md §1)."""
+"""Optimizers the trainer offers, and Adam's preconditioner for the values (docs/design.md §1.5)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The run folder contract of DESIGN.md §4: file names, manifest, integrity checks.
+"""The run folder contract of docs/design.md §4: file names, manifest, integrity checks.
 
 Everything that reads or writes a run folder goes through here so the names and the
 manifest layout live in one place.

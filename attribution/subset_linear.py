@@ -15,7 +15,7 @@ equal size, φ_o = (H + (H − 1)/(n − 1)) · v_o − (H − 1)/(n − 1) · �
 harmonic number (2.44 v_o − 0.36 Σ v for 4 owners): the owners' order kept, their
 differences stretched. So even exact in-run values, at small learning rates, are not
 retraining Shapley's numbers: the audit compares both the values themselves and
-their image under this map (DESIGN.md §1 defines v; BENCHMARKS.md, fidelity, measures
+their image under this map (docs/design.md §1.2 defines v; BENCHMARKS.md, fidelity, measures
 where the linear regime holds).
 
 Background owners (`royalty audit --owners N`) stay in every coalition: v(S) =

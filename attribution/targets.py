@@ -2,7 +2,7 @@
 
 A *value target* is what a column of values is about: each target image, plus the
 reference set R when the run has one (one more target whose loss is the mean over its
-images, DESIGN.md §1). Three estimators:
+images, docs/design.md §1.7). Three estimators:
 
 - exact: M fixed draws per image, chosen once from the seed and reused every step
   (common random numbers), so ℓ_T(w) is a deterministic function of w;

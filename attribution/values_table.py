@@ -1,4 +1,4 @@
-"""values.parquet as a table: one row per training sample × target, sample-major (DESIGN.md §4)."""
+"""values.parquet as a table: one row per training sample × target, sample-major (docs/design.md §4)."""
 
 from __future__ import annotations
 

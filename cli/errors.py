@@ -1,4 +1,4 @@
-"""The one place that maps domain errors to the exit codes of DESIGN.md §5."""
+"""The one place that maps domain errors to the exit codes of docs/design.md §5."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""`royalty payout`: split revenue among owners by their images' values (DESIGN.md §3)."""
+"""`royalty payout`: split revenue among owners by their images' values (docs/design.md §3)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The payout policy (docs/design.md, "Money"), as one immutable value recorded in every statement."""
+"""The payout policy (docs/design.md §3), as one immutable value recorded in every statement."""
 
 from __future__ import annotations
 

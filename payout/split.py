@@ -1,6 +1,6 @@
 """Turning owner values into minor units: per total (--revenue) or per sale (--sales).
 
-Policy (docs/design.md, "Money"): sum values per owner exactly, clip each owner at 0,
+Policy (docs/design.md §3): sum values per owner exactly, clip each owner at 0,
 split in proportion to what is left by largest remainder. When nobody is positive the
 policy's on_no_positive rule decides: fail, or split equally among the owners concerned.
 A sum indistinguishable from rounding is refused before anything is split (noise.py).

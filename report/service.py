@@ -230,7 +230,8 @@ def _footer(source: ReportSource) -> tuple[str, ...]:
         ),
         (
             "A value is a training image's In-Run Data Shapley value for a target, in target-loss units: "
-            "positive means the image lowered the target's loss — it helped the model make it (DESIGN.md §1)."
+            "positive means the image lowered the target's loss — it helped the model make it "
+            f"(design document: docs/design.md §1 in the source repository of royalty {__version__})."
         ),
-        "Shares: each owner's values summed, clipped at 0, share = clipped / Σ clipped (DESIGN.md §3).",
+        "Shares: each owner's values summed, clipped at 0, share = clipped / Σ clipped (docs/design.md §3).",
     )

@@ -1,7 +1,7 @@
 """Domain errors raised by the library.
 
 The library never chooses exit codes; `royalty.cli.errors` maps each class to the
-exit code of DESIGN.md §5 in one table.
+exit code of docs/design.md §5 in one table.
 """
 
 from __future__ import annotations

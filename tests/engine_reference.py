@@ -38,7 +38,7 @@ def reference_values(
     precond: torch.Tensor | None = None,
     order: int = 1,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(first [B,K], second-order term [B,K]) by the definitions of DESIGN.md §1."""
+    """(first [B,K], second-order term [B,K]) by the definitions of docs/design.md §1.2–1.5."""
     gz = torch.stack(per_sample_grads(model, train_loss, n_train))  # [B, D]
     gt = torch.stack(target_grads(model, target_loss, n_targets))  # [K, D]
     p = torch.ones(gz.shape[1], dtype=gz.dtype, device=gz.device) if precond is None else precond

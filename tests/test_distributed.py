@@ -184,7 +184,7 @@ def test_accelerate_launches_royalty_cannot_honour_are_refused(folders, tmp_path
     proc = accelerate("train", data, "--targets", targets, "--out", out, "--batch-size", "4", *option, *SGD,
                       launch=launch, timeout=300)
     assert proc.returncode != 0 and message in proc.stderr, proc.stderr[-3000:]
-    # the worker's own exit code is the usage error's (DESIGN.md §5); the launcher reports it
+    # the worker's own exit code is the usage error's (docs/design.md §5); the launcher reports it
     assert re.search(r"exit(code: | status )2\b", proc.stderr), proc.stderr[-3000:]
     assert not out.exists()  # refused before anything was written
 

@@ -1,4 +1,4 @@
-"""The efficiency check of DESIGN.md §1 on a real tiny UNet with plain SGD.
+"""The efficiency check of docs/design.md §1.4 on a real tiny UNet with plain SGD.
 
 Σ over the batch of a step's values predicts the drop of the target loss over that
 step; first order up to O(η²), second order up to O(η³).

@@ -60,7 +60,7 @@ def reference_owner_sums(rows: list[Row]) -> dict[str, Fraction]:
 
 
 def reference_split(total: int, values: dict[str, Fraction]) -> dict[str, int]:
-    """DESIGN.md §3 spelled out slowly with rationals: clip, quota, floor, largest remainders."""
+    """docs/design.md §3.2–3.3 spelled out slowly with rationals: clip, quota, floor, largest remainders."""
     clipped = {o: max(v, Fraction(0)) for o, v in values.items()}
     wsum = sum(clipped.values())
     quotas = {o: total * w / wsum for o, w in clipped.items()}
@@ -151,7 +151,7 @@ def test_revenue_split_properties(rows: list[Row], revenue: int, code: str, rnd)
 @settings(max_examples=100, deadline=None)
 @given(value_rows(), st.data())
 def test_splitting_an_owner_and_merging_back_keeps_its_total(rows: list[Row], data: st.DataObject) -> None:
-    """Grouping is exact (DESIGN.md §3): renaming some of an owner's images to a second
+    """Grouping is exact (docs/design.md §3.1): renaming some of an owner's images to a second
     name splits its value in two parts that add back to the same total, before clipping."""
     owners = sorted({r[1] for r in rows})
     victim = data.draw(st.sampled_from(owners))
