@@ -258,9 +258,12 @@ def test_usage_errors(base, tmp_path, args, code, words):
 
 
 def test_missing_run_and_folder_out(base, tmp_path):
-    assert report(tmp_path / "nothing", tmp_path / "r.html").returncode == 66
+    missing = report(tmp_path / "nothing", tmp_path / "r.html")
+    assert missing.returncode == 66 and str(tmp_path / "nothing") in missing.stderr, missing.stderr
+    assert missing.stdout == "" and not (tmp_path / "r.html").exists()
     proc = report(base / "run", tmp_path)
     assert proc.returncode == 73 and "is a folder" in proc.stderr
+    assert proc.stdout == "" and list(tmp_path.iterdir()) == []
 
 
 # --------------------------------------------------------------------------- attributions

@@ -73,8 +73,13 @@ def test_value_sum_tracks_target_loss_change(run) -> None:
     steps = pd.read_parquet(out / run_folder.STEPS)
     change = steps["target_loss_before"] - steps["target_loss_after"]
     assert (change.abs() > 0).all()
-    # same sign at a small learning rate; the efficiency test measures this properly
-    assert ((steps["value_sum"] > 0) == (change > 0)).mean() >= 0.5
+    # every step of this run lowers the targets' loss, and the values say so at every step
+    # (how closely they add up is test_efficiency's subject; at lr 0.05 they over-predict)
+    assert (change > 0).all() and (steps["value_sum"] > 0).all()
+    # value_sum is what the step credited: over the run, the values table's mean over targets
+    values = pd.read_parquet(out / run_folder.VALUES)
+    per_target = values.groupby("target_id")["value"].sum()
+    assert steps["value_sum"].sum() == pytest.approx(per_target.mean(), rel=1e-9)
 
 
 def test_same_seed_gives_byte_identical_values(run, folders, tmp_path) -> None:
