@@ -42,6 +42,7 @@ def train_command(
     freeze: list[str] = typer.Option([], "--freeze", help="Keep parameters matching this pattern fixed (fnmatch, repeatable), e.g. 'time_embedding.*'."),
     seed: int = typer.Option(0, "--seed", help="Seed of everything random in the run."),
     no_values: bool = typer.Option(False, "--no-values", help="Plain training, no values (the overhead baseline)."),
+    allow_duplicates: bool = typer.Option(False, "--allow-duplicates", help="Train on an image its owner lists more than once (same file or byte-identical copy); recorded in run.json. One image under two owners is always refused."),
     checkpoint_every: int = typer.Option(0, "--checkpoint-every", help="Save a resumable checkpoint every N steps (0: never)."),
     gradient_accumulation_steps: int = typer.Option(1, "--gradient-accumulation-steps", help="Micro-batches of --batch-size rows per optimizer step; values use the step's whole batch."),
     device: str = DeviceOption,
@@ -58,7 +59,7 @@ def train_command(
         target_subset=target_subset, reference=reference, seed=seed, values=not no_values,
         checkpoint_every=checkpoint_every, warmup_steps=warmup_steps, warmup_lr=warmup_lr, freeze=tuple(freeze),
         gradient_accumulation_steps=gradient_accumulation_steps, mixed_precision=mixed_precision_of(mixed_precision),
-        device=device,
+        device=device, allow_duplicates=allow_duplicates,
     )
     # torch and diffusers load here, not at start-up: other commands stay fast
     from royalty.attribution.device import resolve_device, use_device
