@@ -17,6 +17,7 @@ from rich.table import Table
 
 from royalty.cli.app import app
 from royalty.cli.console import make_console, write_stdout
+from royalty.cli.help import examples
 from royalty.cli.options import QuietOption
 from royalty.cli.progress import PlainProgress
 from royalty.errors import UsageError
@@ -39,7 +40,10 @@ def parse_owners(text: str) -> int | None:
         raise UsageError(f"--owners must be 'all' or a number of owners, got {text!r}") from None
 
 
-@app.command("audit")
+@app.command(
+    "audit",
+    epilog=examples("royalty audit runs/sample --format table", "royalty audit runs/sample --seeds 3 --budget 60 > audit.json"),
+)
 def audit_command(
     run: Path = typer.Argument(..., help="Run folder written by `royalty train` (verified against its run.json)."),
     owners: str = typer.Option("all", "--owners", help="'all', or N: audit the N owners with the most images; the others stay in every coalition."),

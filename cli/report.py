@@ -9,12 +9,16 @@ import typer
 
 from royalty.cli.app import app
 from royalty.cli.console import make_console, write_stdout
+from royalty.cli.help import examples
 from royalty.cli.options import QuietOption
 from royalty.payout.policy import Basis
 from royalty.report.service import DEFAULT_MAX_TARGETS, DEFAULT_TOP, ReportRequest, build_report
 
 
-@app.command("report")
+@app.command(
+    "report",
+    epilog=examples("royalty report runs/sample", "royalty report runs/sample --attribution gen --basis specific"),
+)
 def report(
     run: Path = typer.Argument(..., help="Run folder written by `royalty train` (verified against its run.json)."),
     out: Path = typer.Option(..., "--out", "-o", metavar="FILE", help="The HTML page to write, e.g. report.html; PNG plots go to FILE's <stem>_files/ folder."),
