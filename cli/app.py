@@ -17,6 +17,7 @@ from royalty.cli.errors import EXIT_UNEXPECTED, exit_code_for
 from royalty.cli.help import examples
 from royalty.errors import RoyaltyError
 
+
 class _PlainHelp:
     """Help as a user reads it, whatever typer's defaults: a flag shows no value type
     (`--force`, not `--force <bool>`: it takes none), and arguments are named in capitals
