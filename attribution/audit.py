@@ -37,7 +37,7 @@ from royalty import __version__
 from royalty.attribution import run_folder
 from royalty.attribution.audit_state import GAMES, CoalitionStore, Retraining
 from royalty.attribution.config import TrainConfig
-from royalty.attribution.data import ImageTable, inputs_manifest, load_targets, load_training_data
+from royalty.attribution.data import Duplicates, ImageTable, inputs_manifest, load_targets, load_training_data
 from royalty.attribution.shapley import (
     EXACT_MAX_PLAYERS,
     all_coalitions,
@@ -103,7 +103,8 @@ def load_run(run_dir: Path) -> AuditedRun:
     run_folder.verify_output(run_dir, manifest, run_folder.VALUES)
     run_folder.verify_output(run_dir, manifest, run_folder.STEPS)
     folders = manifest.get("input_folders") or {}
-    train = load_training_data(Path(folders.get("train") or config.data), config.resolution)
+    # checked against run.json below (_check_inputs), not against today's duplicate rule
+    train = load_training_data(Path(folders.get("train") or config.data), config.resolution, duplicates=Duplicates.UNCHECKED)
     targets = load_targets(Path(folders.get("targets") or config.targets), config.resolution)
     _check_inputs(train, manifest["inputs"]["train"], "training data")
     _check_inputs(targets, manifest["inputs"]["targets"], "targets")

@@ -20,7 +20,10 @@ MIXED_PRECISION = ("no", "bf16")
 ACCELERATE_MIXED_PRECISION = "ACCELERATE_MIXED_PRECISION"
 # Options added after runs were first recorded: at these values they are left out of the
 # recipe hash, so a run recorded before they existed keeps its recipe and run id.
-_LATER_DEFAULTS = {"gradient_accumulation_steps": 1, "mixed_precision": "no", "device": "cpu", "train_max_timestep": None}
+_LATER_DEFAULTS = {
+    "gradient_accumulation_steps": 1, "mixed_precision": "no", "device": "cpu", "train_max_timestep": None,
+    "allow_duplicates": False,
+}
 # --device: the CPU, or a CUDA GPU (under a launcher "cuda" is each process's own GPU)
 DEVICE_PATTERN = re.compile(r"cpu|cuda(:[0-9]+)?")
 REFERENCE_TARGETS_MEAN = "targets-mean"
@@ -87,6 +90,8 @@ class TrainConfig:
     gradient_accumulation_steps: int = 1
     mixed_precision: str = "no"  # "bf16": autocast of the training forward; values in float32/64
     device: str = "cpu"  # "cpu", "cuda" or "cuda:N" (attribution/device.py resolves it)
+    # train on an image its owner listed more than once (two owners are always refused)
+    allow_duplicates: bool = False
 
     def __post_init__(self) -> None:
         if self.steps is not None and self.epochs is not None:

@@ -8,7 +8,10 @@ Three kinds of folder, one pipeline:
   optional `target_id`, optional `owner`); without metadata every image file counts.
 
 Every metadata check runs before any image is decoded, so a bad row fails in
-milliseconds, and every error names the file and row. Row numbers: for metadata.csv,
+milliseconds, and every error names the file and row. One image listed twice in the
+training data (the same file, or byte-identical copies) is refused: under two owners
+always, since both would be paid for it; under one owner unless the caller allows it
+(`royalty train --allow-duplicates`). Row numbers: for metadata.csv,
 "row N" is the N-th record after the header, counting from 1 (blank records count, so
 without quoted line breaks row N sits on line N + 1); for metadata.jsonl, "line N" is the
 physical line, counting from 1.
@@ -22,6 +25,7 @@ import json
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from enum import Enum
 from pathlib import Path, PurePosixPath
 
 import pandas as pd
@@ -90,11 +94,33 @@ class _Metadata:
         return f"{base} (file_name {file_name!r})" if file_name else base
 
 
+class Duplicates(Enum):
+    """What `load_training_data` does with one image listed more than once."""
+
+    REFUSE = "refuse"  # `royalty train`'s default
+    ALLOW_SAME_OWNER = "allow-same-owner"  # --allow-duplicates; two owners are still refused
+    # a recorded run read back (replay, audit): its inputs are checked against run.json's
+    # sha256 instead, and a run trained before this check existed stays readable
+    UNCHECKED = "unchecked"
+
+    @classmethod
+    def for_training(cls, allow_duplicates: bool) -> Duplicates:
+        return cls.ALLOW_SAME_OWNER if allow_duplicates else cls.REFUSE
+
+
+# Duplicate groups an error lists before it says how many more there are.
+_SHOWN_DUPLICATES = 5
+
 # ---------------------------------------------------------------------------- public API
 
 
-def load_training_data(folder: Path, resolution: int) -> ImageTable:
-    """Validate and load an owner-tagged training data folder."""
+def load_training_data(folder: Path, resolution: int, *, duplicates: Duplicates = Duplicates.REFUSE) -> ImageTable:
+    """Validate and load an owner-tagged training data folder.
+
+    The same image twice, by resolved file path (before any image is decoded) or by
+    the sha256 of its bytes (the manifest's, computed while loading), is a DataError
+    naming the rows, as `duplicates` says.
+    """
     _check_resolution(resolution)
     root = _existing_folder(folder, "data folder")
     meta = _read_metadata(root)
@@ -108,7 +134,12 @@ def load_training_data(folder: Path, resolution: int) -> ImageTable:
     _require_columns(meta, ("file_name", "owner"))
     items = [_training_item(root, meta, i) for i in range(len(meta.frame))]
     _check_unique_ids(items, "sample_id")
-    return _load(root, items, meta.frame, resolution)
+    if duplicates is not Duplicates.UNCHECKED:
+        _check_duplicates(meta.path, items, [item.path.resolve() for item in items], "the same file", duplicates)
+    table = _load(root, items, meta.frame, resolution)
+    if duplicates is not Duplicates.UNCHECKED:
+        _check_duplicates(meta.path, items, table.sha256, "byte-identical files", duplicates)
+    return table
 
 
 def load_targets(folder: Path, resolution: int, *, what: str = "targets") -> ImageTable:
@@ -358,6 +389,40 @@ def _check_unique_ids(items: Sequence[_Item], column: str) -> None:
                 f"{item.where}: duplicate {column} {item.id!r} (already used by {first[item.id].short}){hint}"
             )
         first[item.id] = item
+
+
+def _check_duplicates(
+    listing: Path, items: Sequence[_Item], keys: Sequence[object], how: str, duplicates: Duplicates
+) -> None:
+    """Refuse rows whose `keys` (resolved paths, or content hashes) repeat, as `duplicates` says."""
+    groups: dict[object, list[_Item]] = {}
+    for item, key in zip(items, keys):
+        groups.setdefault(key, []).append(item)
+    repeated = [(key, group) for key, group in groups.items() if len(group) > 1]
+    owners = [(key, group) for key, group in repeated if len({item.owner for item in group}) > 1]
+    if owners:
+        raise DataError(
+            f"{listing} lists one image under more than one owner, and each owner would be paid for it:\n"
+            + _describe_groups(owners, how)
+            + "\nlist each image once, under the owner who holds its copyright"
+        )
+    if repeated and duplicates is Duplicates.REFUSE:
+        raise DataError(
+            f"{listing} lists the same image more than once, so its owner would be paid for it more than once:\n"
+            + _describe_groups(repeated, how)
+            + "\nremove the repeated rows, or pass --allow-duplicates to train on every row as listed"
+        )
+
+
+def _describe_groups(groups: Sequence[tuple[object, list[_Item]]], how: str) -> str:
+    lines = []
+    for key, group in groups[:_SHOWN_DUPLICATES]:
+        what = f"{how} {key}" if isinstance(key, Path) else f"{how} (sha256 {str(key)[:12]}…)"
+        rows = "; ".join(f"{item.short}, sample_id {item.id!r}, owner {item.owner!r}" for item in group)
+        lines.append(f"  {what}: {rows}")
+    if len(groups) > _SHOWN_DUPLICATES:
+        lines.append(f"  … and {len(groups) - _SHOWN_DUPLICATES} more such image(s)")
+    return "\n".join(lines)
 
 
 # ----------------------------------------------------------------------- decoding

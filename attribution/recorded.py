@@ -17,7 +17,7 @@ import torch
 from royalty.atomic import sha256_tree
 from royalty.attribution import run_folder
 from royalty.attribution.config import TrainConfig
-from royalty.attribution.data import ImageTable, load_training_data
+from royalty.attribution.data import Duplicates, ImageTable, load_training_data
 from royalty.errors import DataError, InputMissingError
 
 
@@ -35,7 +35,8 @@ def open_recorded(run_dir: Path) -> Recorded:
     config = TrainConfig.from_json(manifest["config"], out=run_dir)
     verify_model_folder(run_dir, manifest)
     folder = Path(manifest.get("input_folders", {}).get("train") or config.data)
-    train = load_training_data(folder, config.resolution)
+    # checked image by image against run.json below, not against today's duplicate rule
+    train = load_training_data(folder, config.resolution, duplicates=Duplicates.UNCHECKED)
     _same_inputs(folder, manifest["inputs"]["train"], train)
     if config.model is not None and manifest["model_source"].get("sha256") != sha256_tree(config.model):
         raise DataError(f"the model the run started from, {config.model}, changed since training")

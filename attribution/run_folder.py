@@ -47,6 +47,11 @@ def write_manifest(run_dir: Path, manifest: dict[str, Any]) -> None:
 
 def read_manifest(run_dir: Path) -> dict[str, Any]:
     path = Path(run_dir) / MANIFEST
+    if Path(run_dir).exists() and not Path(run_dir).is_dir():
+        # exit 66 as for any RUN that is not a run: there is no run folder at that path
+        raise InputMissingError(
+            f"{run_dir} is a file, not a run folder: give the folder `royalty train --out` wrote (it holds {MANIFEST})"
+        )
     if not Path(run_dir).is_dir():
         raise InputMissingError(f"run folder {run_dir} does not exist")
     if not path.is_file():

@@ -26,7 +26,7 @@ from royalty import __version__
 from royalty.atomic import atomic_path, sha256_file, sha256_tree, write_text
 from royalty.attribution import checkpoint, run_folder
 from royalty.attribution.config import REFERENCE_NONE, REFERENCE_TARGETS_MEAN, TrainConfig
-from royalty.attribution.data import ImageTable, inputs_manifest, load_targets, load_training_data
+from royalty.attribution.data import Duplicates, ImageTable, inputs_manifest, load_targets, load_training_data
 from royalty.attribution.distributed import Dist, barrier, same_everywhere, shard_rows
 from royalty.attribution.device import cpu_threads, resolve_device, use_cpu_threads, use_device
 from royalty.attribution.diffusion import build_default_unet, check_resolution, default_scheduler, load_model
@@ -65,7 +65,7 @@ def prepare(
     device = device if device is not None else resolve_device(config.device, dist)
     shard_rows(dist, config.batch_size)
     unet, scheduler, source = initial_model(config, device)
-    train = load_training_data(config.data, config.resolution)
+    train = load_training_data(config.data, config.resolution, duplicates=Duplicates.for_training(config.allow_duplicates))
     targets = load_targets(config.targets, config.resolution)
     reference = None
     if config.reference not in (REFERENCE_TARGETS_MEAN, REFERENCE_NONE):

@@ -10,6 +10,7 @@ import typer
 
 from royalty.cli.app import app
 from royalty.cli.console import make_console, write_stdout
+from royalty.cli.help import examples
 from royalty.cli.options import QuietOption
 from royalty.cli.progress import step_progress
 
@@ -19,7 +20,13 @@ class Mode(str, Enum):
     checkpoints = "checkpoints"
 
 
-@app.command("attribute")
+@app.command(
+    "attribute",
+    epilog=examples(
+        "royalty attribute runs/sample runs/sample-gen --name gen",
+        "royalty attribute runs/sample runs/sample-gen --name gen-fast --mode checkpoints",
+    ),
+)
 def attribute_command(
     run: Path = typer.Argument(..., help="Run folder written by `royalty train`."),
     images: Path = typer.Argument(..., help="Folder of new target images (metadata optional, e.g. `royalty generate`'s output)."),

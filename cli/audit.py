@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import math
+from collections.abc import Iterator
 from enum import Enum
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.console import Console
@@ -14,8 +17,13 @@ from rich.table import Table
 
 from royalty.cli.app import app
 from royalty.cli.console import make_console, write_stdout
+from royalty.cli.help import examples
 from royalty.cli.options import QuietOption
+from royalty.cli.progress import PlainProgress
 from royalty.errors import UsageError
+
+if TYPE_CHECKING:
+    from royalty.attribution.audit import AuditHooks
 
 
 class AuditFormat(str, Enum):
@@ -32,7 +40,10 @@ def parse_owners(text: str) -> int | None:
         raise UsageError(f"--owners must be 'all' or a number of owners, got {text!r}") from None
 
 
-@app.command("audit")
+@app.command(
+    "audit",
+    epilog=examples("royalty audit runs/sample --format table", "royalty audit runs/sample --seeds 3 --budget 60 > audit.json"),
+)
 def audit_command(
     run: Path = typer.Argument(..., help="Run folder written by `royalty train` (verified against its run.json)."),
     owners: str = typer.Option("all", "--owners", help="'all', or N: audit the N owners with the most images; the others stay in every coalition."),
@@ -44,34 +55,16 @@ def audit_command(
     quiet: bool = QuietOption,
 ) -> None:
     """Check the run's values against retraining: Shapley over owner subsets, and how well they agree."""
-    from royalty.attribution.audit import AuditConfig, AuditHooks
+    from royalty.attribution.audit import AuditConfig
 
     config = AuditConfig(run=run, owners=parse_owners(owners), seeds=seeds, budget_minutes=budget, permutations=permutations, game=game)
     # torch and diffusers load here, not at start-up: other commands stay fast
     from royalty.attribution.audit import run_audit
 
     console = make_console(quiet)
-    with Progress(
-        TextColumn("[progress.description]{task.description}"), BarColumn(), MofNCompleteColumn(),
-        TimeElapsedColumn(), TimeRemainingColumn(), console=console, transient=True, disable=quiet,
-    ) as bar:
-        overall = bar.add_task("retrainings", total=None)
-        phase = bar.add_task("", total=None, visible=False)
-
-        def on_start(todo: int, stored: int) -> None:
-            if stored:
-                console.print(f"resuming: {stored} retraining(s) already stored in {run / 'audit'}", highlight=False)
-            bar.update(overall, total=todo, completed=0)
-
-        def on_phase(label: str, steps: int) -> None:
-            bar.reset(phase, total=steps, description=label, visible=True)
-
-        hooks = AuditHooks(
-            on_start=on_start,
-            on_phase=on_phase,
-            on_step=lambda done: bar.update(phase, completed=done),
-            on_retrained=lambda _record: bar.advance(overall),
-        )
+    # a terminal gets bars; a log file or pipe a plain line per retraining (cli/progress.py)
+    progress = _bars if console.is_terminal and not quiet else _lines
+    with progress(console, run) as hooks:
         doc = run_audit(config, hooks)
     for note in doc["notes"]:
         console.print(f"[yellow]note:[/] {note}", highlight=False)
@@ -83,6 +76,57 @@ def audit_command(
         return
     render_table(doc, console)
     write_stdout(json.dumps(doc, indent=2, sort_keys=True))
+
+
+@contextlib.contextmanager
+def _bars(console: Console, run: Path) -> Iterator[AuditHooks]:
+    """One bar for the retrainings, one for the current retraining's steps."""
+    from royalty.attribution.audit import AuditHooks
+
+    with Progress(
+        TextColumn("[progress.description]{task.description}"), BarColumn(), MofNCompleteColumn(),
+        TimeElapsedColumn(), TimeRemainingColumn(), console=console, transient=True,
+    ) as bar:
+        overall = bar.add_task("retrainings", total=None)
+        phase = bar.add_task("", total=None, visible=False)
+
+        def on_start(todo: int, stored: int) -> None:
+            _resuming(console, run, stored)
+            bar.update(overall, total=todo, completed=0)
+
+        def on_phase(label: str, steps: int) -> None:
+            bar.reset(phase, total=steps, description=label, visible=True)
+
+        yield AuditHooks(
+            on_start=on_start,
+            on_phase=on_phase,
+            on_step=lambda done: bar.update(phase, completed=done),
+            on_retrained=lambda _record: bar.advance(overall),
+        )
+
+
+@contextlib.contextmanager
+def _lines(console: Console, run: Path) -> Iterator[AuditHooks]:
+    """A plain line when the retrainings start and as each one finishes (nothing with --quiet)."""
+    from royalty.attribution.audit import AuditHooks
+
+    state: dict[str, Any] = {}
+
+    def on_start(todo: int, stored: int) -> None:
+        _resuming(console, run, stored)
+        state.update(todo=todo, done=0, line=PlainProgress(console, "retrainings"))
+        state["line"](0, todo, math.nan)
+
+    def on_retrained(_record: Any) -> None:
+        state["done"] += 1
+        state["line"](state["done"], state["todo"], math.nan)
+
+    yield AuditHooks(on_start=on_start, on_retrained=on_retrained)
+
+
+def _resuming(console: Console, run: Path, stored: int) -> None:
+    if stored:
+        console.print(f"resuming: {stored} retraining(s) already stored in {run / 'audit'}", highlight=False)
 
 
 LABELS = {

@@ -10,7 +10,8 @@ import typer
 
 from royalty.cli.app import app
 from royalty.cli.console import make_console, write_stdout
-from royalty.cli.options import DeviceOption, QuietOption
+from royalty.cli.help import examples
+from royalty.cli.options import GenerateDeviceOption, QuietOption
 from royalty.cli.progress import step_progress
 
 
@@ -19,7 +20,7 @@ class Scheduler(str, Enum):
     ddpm = "ddpm"
 
 
-@app.command("generate")
+@app.command("generate", epilog=examples("royalty generate runs/sample --num 64 --out runs/sample-gen"))
 def generate_command(
     run: Path = typer.Argument(..., help="Run folder written by `royalty train` (its model/ is verified first)."),
     num: int = typer.Option(..., "--num", help="Number of images."),
@@ -29,7 +30,7 @@ def generate_command(
     scheduler: Scheduler = typer.Option(Scheduler.ddim, "--scheduler", help="ddim (deterministic, fast) or ddpm (the training scheduler)."),
     batch_size: int = typer.Option(16, "--batch-size", help="Images per forward pass."),
     force: bool = typer.Option(False, "--force", help="Replace the images of an earlier `royalty generate` in --out."),
-    device: str = DeviceOption,
+    device: str = GenerateDeviceOption,
     quiet: bool = QuietOption,
 ) -> None:
     """Sample images with the run's fine-tuned model; the folder is ready for `royalty attribute`."""

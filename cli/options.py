@@ -14,9 +14,16 @@ OutputOption = typer.Option(
     "stdout then stays empty.",
 )
 
-DeviceOption = typer.Option(
+TrainDeviceOption = typer.Option(
     "cpu",
     "--device",
-    help="Where to compute: cpu, cuda or cuda:N (`royalty train` under torchrun/accelerate launch: cuda is each "
+    help="Where to compute: cpu, cuda or cuda:N (under torchrun/accelerate launch: cuda is each "
     "process's own GPU, by LOCAL_RANK). GPU runs are not yet verified by royalty's tests (README).",
+)
+
+GenerateDeviceOption = typer.Option(
+    "cpu",
+    "--device",
+    help="Where to sample: cpu, cuda or cuda:N (the starting noise is drawn on the CPU either way). "
+    "GPU sampling is not yet verified by royalty's tests (README).",
 )

@@ -14,6 +14,7 @@ from rich.table import Table
 from royalty.atomic import write_text
 from royalty.cli.app import app
 from royalty.cli.console import make_console, write_stdout
+from royalty.cli.help import examples
 from royalty.cli.options import OutputOption, QuietOption
 from royalty.errors import OutputError, UsageError
 from royalty.payout.formats import DETAIL_FORMATS, render, statement_title, summary_rows
@@ -33,18 +34,25 @@ class PayoutFormat(str, Enum):
     hledger = "hledger"
 
 
-@app.command("payout")
+@app.command(
+    "payout",
+    epilog=examples(
+        "royalty payout runs/sample --revenue 1000.00",
+        "royalty payout runs/sample --sales sales.csv --format csv --output statement.csv",
+        "royalty payout runs/sample --attribution gen --sales sales.csv",
+    ),
+)
 def payout(
     run: Path = typer.Argument(..., help="Run folder written by `royalty train` (verified against its run.json)."),
     revenue: str | None = typer.Option(
-        None, "--revenue", metavar="AMOUNT", help="Total to split over all targets, weighted equally, e.g. 1000.00."
+        None, "--revenue", metavar="AMOUNT", help="Total to split over all targets, weighted equally, e.g. 1000.00. Give this or --sales (exactly one is required)."
     ),
     sales: Path | None = typer.Option(
         None,
         "--sales",
         metavar="FILE",
         help="Sales ledger, CSV or JSON Lines: sale_id, target_id, amount, optional currency and date. "
-        "Each sale is split by the owner values for its own target.",
+        "Each sale is split by the owner values for its own target. Give this or --revenue (exactly one is required).",
     ),
     currency: str | None = typer.Option(
         None,
@@ -83,6 +91,8 @@ def payout(
     quiet: bool = QuietOption,
 ) -> None:
     """Split revenue among copyright owners, exactly, by their images' values.
+
+    Give exactly one of --revenue AMOUNT (one total over all targets) or --sales FILE (a ledger of sales, each split by its own target).
 
     Money is parsed from decimal strings into integer minor units and split by largest remainder (ties by owner, ascending), so the payees' amounts plus the carried-forward amount always equal the revenue to the minor unit.
 

@@ -9,15 +9,24 @@ import typer
 
 from royalty.cli.app import app
 from royalty.cli.console import make_console, write_stdout
+from royalty.cli.help import examples
 from royalty.cli.options import QuietOption
 from royalty.payout.policy import Basis
 from royalty.report.service import DEFAULT_MAX_TARGETS, DEFAULT_TOP, ReportRequest, build_report
 
 
-@app.command("report")
+@app.command(
+    "report",
+    epilog=examples("royalty report runs/sample", "royalty report runs/sample --attribution gen --basis specific"),
+)
 def report(
     run: Path = typer.Argument(..., help="Run folder written by `royalty train` (verified against its run.json)."),
-    out: Path = typer.Option(..., "--out", "-o", metavar="FILE", help="The HTML page to write, e.g. report.html; PNG plots go to FILE's <stem>_files/ folder."),
+    out: Path | None = typer.Option(
+        None, "--out", "-o", metavar="FILE",
+        help="The HTML page to write (default: RUN/report.html; with --attribution NAME, RUN/attributions/NAME/report.html); "
+        "PNG plots go to FILE's <stem>_files/ folder.",
+        show_default=False,
+    ),
     attribution: str | None = typer.Option(
         None, "--attribution", metavar="NAME", help="Show the targets of RUN/attributions/NAME (from `royalty attribute`) instead of the run's own."
     ),
@@ -37,5 +46,5 @@ def report(
     console = make_console(quiet)
     request = ReportRequest(run_dir=run, out=out, attribution=attribution, top=top, basis=basis, max_targets=max_targets)
     summary = build_report(request, progress=lambda msg: console.print(msg, highlight=False, markup=False))
-    console.print(f"wrote {out} ({summary['targets_shown']} of {summary['targets_total']} targets)", highlight=False, markup=False)
+    console.print(f"wrote {summary['out']} ({summary['targets_shown']} of {summary['targets_total']} targets)", highlight=False, markup=False)
     write_stdout(json.dumps(summary, indent=2, ensure_ascii=False))

@@ -10,6 +10,7 @@ import typer
 
 from royalty.cli.app import app
 from royalty.cli.console import write_stdout
+from royalty.cli.help import examples
 from royalty.errors import UsageError
 from royalty.payout.schema import payout_schema
 from royalty.report.schema import report_schema
@@ -21,7 +22,7 @@ SCHEMAS: dict[str, Callable[[], dict[str, Any]]] = {
 }
 
 
-@app.command("schema")
+@app.command("schema", epilog=examples("royalty schema payout > payout.schema.json"))
 def schema(
     name: str = typer.Argument(..., metavar="NAME", help=f"Document: {', '.join(sorted(SCHEMAS))}."),
 ) -> None:

@@ -12,12 +12,20 @@ import typer
 from royalty.attribution.config import REFERENCE_TARGETS_MEAN, TrainConfig, mixed_precision_of
 from royalty.cli.app import app
 from royalty.cli.console import make_console, write_stdout
-from royalty.cli.options import DeviceOption, QuietOption
+from royalty.cli.help import examples
+from royalty.cli.options import TrainDeviceOption, QuietOption
 from royalty.cli.progress import step_progress
 from royalty.errors import RoyaltyError, TrainingError
 
 
-@app.command("train")
+@app.command(
+    "train",
+    epilog=examples(
+        "royalty train sample_data/train --targets sample_data/targets --out runs/sample --steps 50",
+        "royalty train sample_data/train --targets sample_data/targets --out runs/sample --force --warmup-steps 100 "
+        "--warmup-lr 0.001 --optimizer adamw --steps 50 --lr 0.0002 --timestep-draws 2 --target-max-timestep 100",
+    ),
+)
 def train_command(
     data: Path = typer.Argument(..., help="Training folder: images + metadata.csv/jsonl with file_name and owner."),
     targets: Path = typer.Option(..., "--targets", help="Target images whose revenue is split (metadata optional)."),
@@ -39,12 +47,13 @@ def train_command(
     reference: str = typer.Option(REFERENCE_TARGETS_MEAN, "--reference", help="Contrast set for value_specific: a folder of generic images, 'targets-mean' or 'none'."),
     warmup_steps: int = typer.Option(0, "--warmup-steps", help="Plain (unattributed) steps on the pooled data before the valued phase."),
     warmup_lr: float = typer.Option(None, "--warmup-lr", help="Learning rate of the warm-up (default: --lr)."),
-    freeze: list[str] = typer.Option([], "--freeze", help="Keep parameters matching this pattern fixed (fnmatch, repeatable), e.g. 'time_embedding.*'."),
+    freeze: list[str] = typer.Option([], "--freeze", metavar="PATTERN", help="Keep parameters matching this pattern fixed (fnmatch, repeatable), e.g. 'time_embedding.*'."),
     seed: int = typer.Option(0, "--seed", help="Seed of everything random in the run."),
     no_values: bool = typer.Option(False, "--no-values", help="Plain training, no values (the overhead baseline)."),
+    allow_duplicates: bool = typer.Option(False, "--allow-duplicates", help="Train on an image its owner lists more than once (same file or byte-identical copy); recorded in run.json. One image under two owners is always refused."),
     checkpoint_every: int = typer.Option(0, "--checkpoint-every", help="Save a resumable checkpoint every N steps (0: never)."),
     gradient_accumulation_steps: int = typer.Option(1, "--gradient-accumulation-steps", help="Micro-batches of --batch-size rows per optimizer step; values use the step's whole batch."),
-    device: str = DeviceOption,
+    device: str = TrainDeviceOption,
     mixed_precision: str = typer.Option(None, "--mixed-precision", help="no, or bf16: autocast of the training forward (values still in float32/64). Default: no, or accelerate launch's --mixed_precision.", show_default=False),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last checkpoint."),
     force: bool = typer.Option(False, "--force", help="Replace the run in --out."),
@@ -58,7 +67,7 @@ def train_command(
         target_subset=target_subset, reference=reference, seed=seed, values=not no_values,
         checkpoint_every=checkpoint_every, warmup_steps=warmup_steps, warmup_lr=warmup_lr, freeze=tuple(freeze),
         gradient_accumulation_steps=gradient_accumulation_steps, mixed_precision=mixed_precision_of(mixed_precision),
-        device=device,
+        device=device, allow_duplicates=allow_duplicates,
     )
     # torch and diffusers load here, not at start-up: other commands stay fast
     from royalty.attribution.device import resolve_device, use_device

@@ -12,6 +12,7 @@ import io
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator, ScalarFormatter
 
 from royalty.report.stats import Efficiency, OwnerShare
 
@@ -22,6 +23,7 @@ VALUE_COLOUR = "#0072B2"
 ACTUAL_COLOUR = "#D55E00"
 MAX_BARS = 20
 DPI = 110
+TICK_GAP_PX = 6  # the least room between two x tick labels, as drawn
 
 
 def _figure(width: float, height: float, ncols: int = 1) -> tuple[Figure, list]:
@@ -94,7 +96,37 @@ def owner_shares_png(shares: tuple[OwnerShare, ...], colours: dict[str, str]) ->
     return _png(fig)
 
 
+def _fit_x_ticks(fig: Figure, ax) -> None:
+    """As many x ticks as fit: labels compact (a shared ×10^n beyond 1e-3..1e4) and never overlapping.
+
+    Draws the figure to measure the labels, and takes fewer ticks until each label has
+    TICK_GAP_PX to its neighbour.
+    """
+    formatter = ScalarFormatter()
+    formatter.set_powerlimits((-3, 4))
+    ax.xaxis.set_major_formatter(formatter)
+    for nbins in (8, 6, 5, 4, 3, 2, 1):
+        ax.xaxis.set_major_locator(MaxNLocator(nbins=nbins, steps=[1, 2, 2.5, 5, 10]))
+        fig.canvas.draw()
+        if x_tick_gaps(fig, ax) >= TICK_GAP_PX:
+            return
+
+
+def x_tick_gaps(fig: Figure, ax) -> float:
+    """The smallest room in pixels between two drawn x tick labels (inf with fewer than two)."""
+    renderer = fig.canvas.get_renderer()
+    boxes = sorted(
+        (label.get_window_extent(renderer) for label in ax.xaxis.get_ticklabels() if label.get_visible() and label.get_text()),
+        key=lambda box: box.x0,
+    )
+    return min((b.x0 - a.x1 for a, b in zip(boxes, boxes[1:])), default=float("inf"))
+
+
 def value_hist_png(values: np.ndarray, owner_codes: np.ndarray, owners: tuple[str, ...], colours: dict[str, str], column: str) -> bytes:
+    return _png(value_hist_figure(values, owner_codes, owners, colours, column))
+
+
+def value_hist_figure(values: np.ndarray, owner_codes: np.ndarray, owners: tuple[str, ...], colours: dict[str, str], column: str) -> Figure:
     fig, (ax,) = _figure(6.4, 3.4)
     lo, hi = float(values.min()), float(values.max())
     if lo == hi:
@@ -110,4 +142,5 @@ def value_hist_png(values: np.ndarray, owner_codes: np.ndarray, owners: tuple[st
     ax.axvline(0, color=INK, linewidth=0.9, linestyle="--")
     ax.set_xlabel(f"{column} of one training image for one target", color=INK, fontsize=9)
     ax.set_ylabel("count", color=INK, fontsize=9)
-    return _png(fig)
+    _fit_x_ticks(fig, ax)
+    return fig

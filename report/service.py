@@ -1,7 +1,8 @@
 """`royalty report` as a library call: verify the run, compute, draw, write the files.
 
 The CLI only parses options into a ReportRequest and prints the summary this returns.
-Output: OUT (the HTML page, self-contained) and OUT's `<stem>_files/` folder holding the
+Output: OUT (the HTML page, self-contained; by default RUN/report.html, or the
+attribution's RUN/attributions/NAME/report.html) and OUT's `<stem>_files/` folder holding the
 same run-level plots as PNG files, for slides and statements. Everything is written
 atomically, and the same run gives byte-identical files (no timestamps in them).
 """
@@ -17,6 +18,7 @@ import numpy as np
 
 from royalty import __version__
 from royalty.atomic import write_bytes, write_text
+from royalty.attribution.attribution_folder import attribution_dir
 from royalty.errors import DataError, OutputError, UsageError
 from royalty.payout.policy import Basis, PayoutPolicy
 from royalty.report import charts, html, stats
@@ -30,16 +32,23 @@ DOCUMENT = "royalty.report_summary"
 DEFAULT_TOP = 8
 DEFAULT_MAX_TARGETS = 50
 PLOTS = ("efficiency", "owner_shares", "value_hist")
+REPORT_NAME = "report.html"  # the page's name without --out, inside what it shows
 
 
 @dataclass(frozen=True)
 class ReportRequest:
     run_dir: Path
-    out: Path
+    out: Path | None = None  # None: default_out(run_dir, attribution)
     attribution: str | None = None
     top: int = DEFAULT_TOP
     basis: Basis = Basis.RAW
     max_targets: int = DEFAULT_MAX_TARGETS
+
+
+def default_out(run_dir: Path, attribution: str | None = None) -> Path:
+    """Where the page goes without --out: in the run folder, or in the attribution's folder."""
+    folder = Path(run_dir) if attribution is None else attribution_dir(run_dir, attribution)
+    return folder / REPORT_NAME
 
 
 def files_dir(out: Path) -> Path:
@@ -47,21 +56,22 @@ def files_dir(out: Path) -> Path:
     return out.with_name(f"{out.stem}_files")
 
 
-def check_request(request: ReportRequest) -> None:
+def check_request(request: ReportRequest, out: Path) -> None:
     if request.top < 1:
         raise UsageError(f"--top must be at least 1, not {request.top}")
     if request.max_targets < 1:
         raise UsageError(f"--max-targets must be at least 1, not {request.max_targets}")
-    if request.out.is_dir():
-        raise OutputError(f"--out {request.out} is a folder; give a file name such as report.html")
-    folder = files_dir(request.out)
+    if out.is_dir():
+        raise OutputError(f"--out {out} is a folder; give a file name such as report.html")
+    folder = files_dir(out)
     if folder.exists() and not folder.is_dir():
         raise OutputError(f"{folder} exists and is not a folder; the report's plots go there")
 
 
 def build_report(request: ReportRequest, progress: Callable[[str], None] = lambda _: None) -> dict[str, Any]:
     """Write the report files; return the summary document for stdout."""
-    check_request(request)
+    out = request.out if request.out is not None else default_out(request.run_dir, request.attribution)
+    check_request(request, out)
     source = load_source(request.run_dir, request.basis, request.attribution)
     coded = source.values.coded
     progress(f"values verified: {len(coded.targets)} targets × {len(source.values.sample_ids) // max(len(coded.targets), 1)} training images")
@@ -104,21 +114,21 @@ def build_report(request: ReportRequest, progress: Callable[[str], None] = lambd
         footer=_footer(source),
     )
     written = []
-    folder = files_dir(request.out)
+    folder = files_dir(out)
     for name in PLOTS:
         if name in pngs:
             path = folder / f"{name}.png"
             write_bytes(path, pngs[name])
             written.append(path)
-    write_text(request.out, html.render(page))
-    written.insert(0, request.out)
+    write_text(out, html.render(page))
+    written.insert(0, out)
     return {
         "format_version": FORMAT_VERSION,
         "document": DOCUMENT,
         "run_id": source.manifest.get("run_id"),
         "attribution": source.attribution,
         "basis": request.basis.value,
-        "out": str(request.out),
+        "out": str(out),
         "files": [str(p) for p in written],
         "targets_total": len(coded.targets),
         "targets_shown": len(shown_ids),

@@ -10,6 +10,10 @@ POSITIVE = "#0072B2"
 NEGATIVE = "#c3cad3"
 AXIS = "#7b8794"
 OTHERS = "#9aa5b1"
+# The axis labels are 10 px system-ui (html.py's .hist text); a character is at most this
+# wide there (digits and "e" about 5.6 px, "−" 6), so a label's width is len × this.
+LABEL_CHAR_PX = 6.2
+LABEL_GAP_PX = 6.0
 
 
 def share_bar(shares: tuple[OwnerShare, ...], colours: dict[str, str], width: int = 320, height: int = 22) -> str:
@@ -52,15 +56,33 @@ def histogram(hist: Histogram, width: int = 320, height: int = 84) -> str:
             f'<rect x="{i * bar_w + 0.5:.2f}" y="{plot_h - h:.2f}" width="{max(bar_w - 1, 0.5):.2f}" height="{h:.2f}" fill="{fill}">'
             f"<title>{count} value(s) in [{hist.edges[i]:.3g}, {hist.edges[i + 1]:.3g})</title></rect>"
         )
+    # axis labels, most important first: min, max, then 0; one that would touch a kept one is left out
+    labels = [(0.0, "start", tick_label(lo)), (float(width), "end", tick_label(hi))]
     if lo < 0 < hi:
         x0 = width * (0 - lo) / span
         parts.append(f'<line x1="{x0:.2f}" y1="0" x2="{x0:.2f}" y2="{plot_h}" stroke="#1f2933" stroke-width="1" stroke-dasharray="3 2"/>')
-        if 30 < x0 < width - 30:  # a "0" right beside the min/max labels would overprint them
-            parts.append(f'<text x="{x0:.2f}" y="{height - 2}" text-anchor="middle">0</text>')
+        labels.append((x0, "middle", "0"))
     parts.append(f'<line x1="0" y1="{plot_h + 0.5}" x2="{width}" y2="{plot_h + 0.5}" stroke="{AXIS}" stroke-width="1"/>')
-    parts.append(f'<text x="0" y="{height - 2}" text-anchor="start">{lo:.2g}</text>')
-    parts.append(f'<text x="{width}" y="{height - 2}" text-anchor="end">{hi:.2g}</text>')
+    kept: list[tuple[float, float]] = []
+    for x, anchor, text in labels:
+        left, right = label_extent(x, anchor, text)
+        if all(right + LABEL_GAP_PX <= a or b + LABEL_GAP_PX <= left for a, b in kept):
+            kept.append((left, right))
+            parts.append(f'<text x="{x:.2f}" y="{height - 2}" text-anchor="{anchor}">{escape(text)}</text>')
     return (
         f'<svg class="hist" viewBox="0 0 {width} {height}" width="{width}" height="{height}" role="img" '
         f'aria-label="distribution of values">{"".join(parts)}</svg>'
     )
+
+
+def tick_label(x: float) -> str:
+    """A compact axis label: two significant digits, exponent without padding ("-1.2e-5")."""
+    text = f"{x:.2g}"
+    mantissa, e, exponent = text.partition("e")
+    return f"{mantissa}e{int(exponent)}" if e else text
+
+
+def label_extent(x: float, anchor: str, text: str) -> tuple[float, float]:
+    """(left, right) of a label drawn at x with this text-anchor, by the LABEL_CHAR_PX estimate."""
+    w = len(text) * LABEL_CHAR_PX
+    return {"start": (x, x + w), "end": (x - w, x), "middle": (x - w / 2, x + w / 2)}[anchor]

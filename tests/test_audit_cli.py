@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -189,6 +190,7 @@ def test_budget_stops_cleanly_then_resumes(trained, tmp_path) -> None:
     doc = json.loads(proc.stdout)
     assert doc["complete"] is False and doc["summary"] is None and doc["cost"]["stopped_by_budget"] is True
     assert "resume" in proc.stderr
+    assert re.search(r"^retrainings: 0/\d+ \(0%\), elapsed", proc.stderr, flags=re.M), proc.stderr  # stderr is a pipe: plain lines
     assert (run / AUDIT_DIR / BASE).is_file()
 
 

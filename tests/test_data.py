@@ -16,7 +16,8 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from royalty.atomic import sha256_file
-from royalty.attribution.data import ImageTable, inputs_manifest, load_targets, load_training_data
+from royalty.attribution.config import TrainConfig
+from royalty.attribution.data import Duplicates, ImageTable, inputs_manifest, load_targets, load_training_data
 from royalty.errors import DataError, InputMissingError, UsageError
 
 R = 8
@@ -110,8 +111,8 @@ def test_csv_and_jsonl_give_the_same_table(tmp_path: Path) -> None:
     tables = []
     for kind, writer in (("csv", write_csv), ("jsonl", write_jsonl)):
         folder = tmp_path / kind
-        for r in rows3():
-            png(folder / r["file_name"])
+        for i, r in enumerate(rows3()):
+            png(folder / r["file_name"], (10 * i, 0, 0, 255))  # distinct: one image twice is refused
         writer(folder, rows3())
         tables.append(load_training_data(folder, R))
     a, b = tables
@@ -415,9 +416,9 @@ def test_symlink_leaving_the_folder(data: Path) -> None:
 def test_symlink_inside_the_folder_is_fine(data: Path) -> None:
     os.symlink(data / "a.png", data / "alias.png")
     rows = rows3()
-    rows[1]["file_name"] = "alias.png"
+    rows[0]["file_name"] = "alias.png"  # a.png itself is not listed: the alias is its one row
     write_csv(data, rows)
-    assert load_training_data(data, R).file_names[1] == "alias.png"
+    assert load_training_data(data, R).file_names[0] == "alias.png"
 
 
 def test_missing_file(data: Path) -> None:
@@ -502,6 +503,88 @@ def test_metadata_is_checked_before_any_image_is_decoded(data: Path) -> None:
     assert "row 3 (file_name 'sub/c.png'): owner is empty" in error(DataError, load_training_data, data, R)
 
 
+# ------------------------------------------------------------ one image listed twice
+
+
+def test_same_file_under_two_owners_names_both_rows(data: Path) -> None:
+    rows = rows3()
+    rows.append({"file_name": "a.png", "owner": "bob", "sample_id": "010"})
+    write_csv(data, rows)
+    for duplicates in (Duplicates.REFUSE, Duplicates.ALLOW_SAME_OWNER):  # --allow-duplicates does not help
+        msg = error(DataError, load_training_data, data, R, duplicates=duplicates)
+        assert "more than one owner" in msg
+        assert f"the same file {(data / 'a.png').resolve()}" in msg
+        assert "row 1 (file_name 'a.png'), sample_id '007', owner 'alice'" in msg
+        assert "row 4 (file_name 'a.png'), sample_id '010', owner 'bob'" in msg
+
+
+def test_byte_identical_copies_under_two_owners(data: Path) -> None:
+    (data / "copy.png").write_bytes((data / "sub" / "c.png").read_bytes())
+    rows = rows3()
+    rows.append({"file_name": "copy.png", "owner": "bob", "sample_id": "010"})
+    write_jsonl(data, rows)
+    msg = error(DataError, load_training_data, data, R, duplicates=Duplicates.ALLOW_SAME_OWNER)
+    assert f"byte-identical files (sha256 {sha256_file(data / 'copy.png')[:12]}" in msg
+    assert "line 3 (file_name 'sub/c.png'), sample_id '009', owner 'alice'" in msg
+    assert "line 4 (file_name 'copy.png'), sample_id '010', owner 'bob'" in msg
+
+
+@pytest.mark.parametrize("copy", [False, True])
+def test_same_owner_twice_needs_allow_duplicates(data: Path, copy: bool) -> None:
+    if copy:
+        (data / "copy.png").write_bytes((data / "a.png").read_bytes())
+    rows = rows3()
+    rows.append({"file_name": "copy.png" if copy else "a.png", "owner": "alice", "sample_id": "010"})
+    write_csv(data, rows)
+    msg = error(DataError, load_training_data, data, R)
+    assert "more than once" in msg and "--allow-duplicates" in msg
+    assert "row 1 (file_name 'a.png'), sample_id '007'" in msg and "row 4" in msg and "sample_id '010'" in msg
+    table = load_training_data(data, R, duplicates=Duplicates.ALLOW_SAME_OWNER)
+    assert table.ids == ("007", "008", "009", "010") and table.sha256[0] == table.sha256[3]
+
+
+def test_symlink_to_a_listed_file_is_the_same_file(data: Path) -> None:
+    os.symlink(data / "b.png", data / "alias.png")
+    rows = rows3()
+    rows.append({"file_name": "alias.png", "owner": "alice", "sample_id": "010"})
+    write_csv(data, rows)
+    msg = error(DataError, load_training_data, data, R)
+    assert f"the same file {(data / 'b.png').resolve()}" in msg and "owner 'bob'" in msg and "owner 'alice'" in msg
+
+
+def test_same_file_is_refused_before_any_image_is_decoded(data: Path) -> None:
+    (data / "b.png").write_bytes(b"broken")  # row 2 would fail decoding
+    rows = rows3()
+    rows.append({"file_name": "a.png", "owner": "bob", "sample_id": "010"})
+    write_csv(data, rows)
+    assert "more than one owner" in error(DataError, load_training_data, data, R)
+
+
+def test_recorded_runs_load_their_duplicates_unchecked(data: Path) -> None:
+    rows = rows3()
+    rows.append({"file_name": "a.png", "owner": "bob", "sample_id": "010"})
+    write_csv(data, rows)
+    assert load_training_data(data, R, duplicates=Duplicates.UNCHECKED).owners == ("alice", "bob", "alice", "bob")
+
+
+def test_duplicate_targets_are_still_fine(tmp_path: Path) -> None:
+    """Two targets may show the same image: only training images are paid."""
+    png(tmp_path / "x.png")
+    png(tmp_path / "y.png")
+    assert load_targets(tmp_path, R).ids == ("x", "y")
+    write_csv(tmp_path, [{"file_name": "x.png", "target_id": "t1"}, {"file_name": "x.png", "target_id": "t2"}])
+    assert load_targets(tmp_path, R).ids == ("t1", "t2")
+
+
+def test_allow_duplicates_keeps_old_recipes_and_is_recorded(tmp_path: Path) -> None:
+    base = TrainConfig(data=tmp_path, targets=tmp_path, out=tmp_path)
+    old = base.to_json()
+    del old["allow_duplicates"]  # a run.json written before the option existed
+    assert TrainConfig.from_json(old).recipe_hash() == base.recipe_hash()
+    allowed = TrainConfig(data=tmp_path, targets=tmp_path, out=tmp_path, allow_duplicates=True)
+    assert allowed.to_json()["allow_duplicates"] is True and allowed.recipe_hash() != base.recipe_hash()
+
+
 # ------------------------------------------------------------------- targets: bad input
 
 
@@ -571,8 +654,9 @@ _ID = st.text(alphabet=string.ascii_letters + string.digits + "-_. é", min_size
 @given(ids=st.lists(_ID, min_size=1, max_size=6, unique=True), use_csv=st.booleans())
 def test_ids_round_trip(tmp_path_factory: pytest.TempPathFactory, ids: list[str], use_csv: bool) -> None:
     folder = tmp_path_factory.mktemp("ids")
-    png(folder / "img.png")
-    rows = [{"file_name": "img.png", "owner": f"o{i}", "sample_id": sample_id} for i, sample_id in enumerate(ids)]
+    for i in range(len(ids)):
+        png(folder / f"img{i}.png", (30 * i, 0, 0, 255))  # one image each: one image twice is refused
+    rows = [{"file_name": f"img{i}.png", "owner": f"o{i}", "sample_id": sample_id} for i, sample_id in enumerate(ids)]
     if use_csv:
         pd.DataFrame(rows).to_csv(folder / "metadata.csv", index=False)
     else:

@@ -266,6 +266,19 @@ def test_missing_run_and_folder_out(base, tmp_path):
     assert proc.stdout == "" and list(tmp_path.iterdir()) == []
 
 
+def test_default_out_is_inside_the_run_folder(base, tmp_path):
+    """Issue 21: without --out the page goes into RUN, not into whatever folder the user is in."""
+    run = copy_run(base / "run", tmp_path / "run")
+    cwd = tmp_path / "elsewhere"
+    cwd.mkdir()
+    doc = summary(royalty("report", run, "--quiet", cwd=cwd))
+    assert doc["files"][0] == str(run / "report.html") and (run / "report.html").is_file()
+    assert all(Path(f).parent == run / "report_files" for f in doc["files"][1:])
+    assert list(cwd.iterdir()) == []
+    # the run is still a valid run: its outputs are checked by name, not as a whole folder
+    royalty("payout", run, "--revenue", "1.00", "--on-no-positive", "equal", check=True)
+
+
 # --------------------------------------------------------------------------- attributions
 
 
@@ -308,6 +321,14 @@ def test_attribution_targets_are_shown(base, tmp_path):
     assert 'id="t-sale-001"' in html and 'id="t-sale-002"' in html and "bar-ann" not in html
     assert "attribution sold (replay)" in html
     assert doc["top_owner_matches"] is None  # the sold images name no owner
+
+
+def test_default_out_of_an_attribution_is_inside_its_folder(base, tmp_path):
+    run, att = _attribution(base, tmp_path)
+    doc = summary(royalty("report", run, "--attribution", "sold", "--quiet", cwd=tmp_path))
+    assert doc["files"][0] == str(att / "report.html") and (att / "report_files" / "value_hist.png").is_file()
+    assert not (run / "report.html").exists() and not (tmp_path / "report.html").exists()
+    summary(report(run, tmp_path / "again.html", "--attribution", "sold"))  # the attribution still verifies
 
 
 def test_tampered_attribution_is_refused(base, tmp_path):

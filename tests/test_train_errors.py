@@ -73,6 +73,26 @@ def test_duplicate_sample_id(tmp_path, data, targets) -> None:
     assert_fails(train(data, targets, tmp_path / "out"), 65, "duplicate sample_id")
 
 
+def test_one_image_listed_twice(tmp_path, data, targets) -> None:
+    """Issue 21: under two owners always refused; under one only with --allow-duplicates, recorded in run.json."""
+    import json
+
+    meta = data / "metadata.csv"
+    rows = meta.read_text()
+    (data / "copy.png").write_bytes((data / "ann_circle.png").read_bytes())
+    meta.write_text(rows + "copy.png,bob,circle,CC0-1.0\n")
+    for extra in ((), ("--allow-duplicates",)):
+        assert_fails(train(data, targets, tmp_path / "out", *extra), 65, "more than one owner", "row 1 (file_name 'ann_circle.png')", "row 7 (file_name 'copy.png')", "owner 'bob'")
+    meta.write_text(rows + "copy.png,ann,circle again,CC0-1.0\n")
+    assert_fails(train(data, targets, tmp_path / "out"), 65, "more than once", "row 7", "--allow-duplicates")
+    assert not (tmp_path / "out").exists()
+    out = tmp_path / "allowed"
+    proc = train(data, targets, out, "--allow-duplicates")
+    assert proc.returncode == 0, proc.stderr
+    manifest = json.loads((out / "run.json").read_text())
+    assert manifest["config"]["allow_duplicates"] is True and len(manifest["inputs"]["train"]) == 7
+
+
 def test_no_targets(tmp_path, data) -> None:
     empty = tmp_path / "t"
     empty.mkdir()
