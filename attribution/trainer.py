@@ -110,6 +110,8 @@ def freeze(model: torch.nn.Module, patterns: tuple[str, ...]) -> list[str]:
         if not fnmatch.filter(names, pattern):
             raise UsageError(f"--freeze {pattern!r} matches no parameter of the model")
     frozen = [n for n in names if any(fnmatch.fnmatchcase(n, p) for p in patterns)]
+    if patterns and len(frozen) == len(names):
+        raise UsageError(f"--freeze {' '.join(patterns)} freezes every parameter of the model: nothing is left to train")
     for name, p in model.named_parameters():
         if name in frozen:
             p.requires_grad_(False)
