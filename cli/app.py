@@ -11,7 +11,7 @@ import typer
 
 from royalty import __version__
 from royalty.cli.console import print_error
-from royalty.cli.errors import EXIT_UNEXPECTED, exit_code_for
+from royalty.cli.errors import EXIT_INTERRUPTED, EXIT_UNEXPECTED, exit_code_for
 from royalty.errors import RoyaltyError
 
 app = typer.Typer(
@@ -50,7 +50,7 @@ def main() -> None:
         sys.exit(exit_code_for(error))
     except KeyboardInterrupt:
         print_error("interrupted")
-        sys.exit(130)
+        sys.exit(EXIT_INTERRUPTED)
     except SystemExit:
         raise
     except Exception as error:  # a bug: say so plainly, keep the traceback for reports
