@@ -60,7 +60,6 @@ class Capture:
                 result[key] = result[key].merge(rep) if key in result else rep
         return result
 
-
     def magnitudes(self, rows: slice = slice(None)) -> dict[str, torch.Tensor]:
         """Σ over samples, positions and calls of |each term| of every covered parameter's gradient.
 

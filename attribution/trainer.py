@@ -38,7 +38,6 @@ from royalty.attribution.trajectory import ProgressFn, Parallel, Tally, Valued, 
 from royalty.errors import TrainingError, UsageError
 
 
-
 @dataclass(frozen=True)
 class Prepared:
     config: TrainConfig

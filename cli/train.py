@@ -75,32 +75,27 @@ def train_command(
 def _train(config, resume: bool, force: bool, quiet: bool, dist, device) -> None:
     from royalty.attribution.trainer import prepare
 
+    started = False  # prepare() writes nothing; train() makes --out the run's first
     try:
         prep = prepare(config, resume=resume, force=force, dist=dist, device=device)
-    except KeyboardInterrupt:
-        if dist.is_main:
-            print_error("interrupted before training started: nothing was written")
-        raise typer.Exit(EXIT_INTERRUPTED) from None
-    try:
+        started = True
         _run(prep, config, resume, force, quiet, dist, device)
     except KeyboardInterrupt:
         if dist.is_main:
-            print_error(_interrupted(config.out))
+            print_error(_interrupted(config.out) if started else "interrupted before training started: nothing was written")
         raise typer.Exit(EXIT_INTERRUPTED) from None
 
 
 def _interrupted(out: Path) -> str:
-    """Ctrl-C during the run: what the folder holds now, and the command that continues it."""
+    """Ctrl-C: what the folder holds now, and the command that continues the run."""
     from royalty.attribution.out_folder import held_run, progress
 
     held = held_run(out)
-    if held is not None and held.finished:
+    if held is None:
+        return "interrupted before training started: nothing was written"
+    if held.finished:
         return f"interrupted after the run in {out} was complete: nothing to continue"
-    where = (
-        f"{progress(held.checkpoints[-1])}: it continues from there"
-        if held is not None and held.checkpoints
-        else "it saved no checkpoint yet: it starts over"
-    )
+    where = f"{progress(held.checkpoints[-1])}: it continues from there" if held.checkpoints else "it saved no checkpoint yet: it starts over"
     return f"interrupted: the run in {out} is unfinished; to continue, run the same command with --resume ({where})"
 
 
