@@ -60,6 +60,24 @@ class Capture:
                 result[key] = result[key].merge(rep) if key in result else rep
         return result
 
+    def magnitudes(self, rows: slice = slice(None)) -> dict[str, torch.Tensor]:
+        """Σ over samples, positions and calls of |each term| of every covered parameter's gradient.
+
+        The scale the engine's self-check judges `collect`'s sums against (rules/base.py);
+        `rows`: those samples only.
+        """
+        result: dict[str, torch.Tensor] = {}
+        for call, grad_out in zip(self.calls, self.grads, strict=True):
+            if grad_out is None:
+                raise RuntimeError(f"no gradient reached the output of {call.covered.name}")
+            rule = rule_for(call.covered.module)
+            assert rule is not None
+            module, x, gy = call.covered.module, call.x[rows], grad_out.detach()[rows]
+            for local, m in rule.magnitude(module, x, gy, call.covered.params).items():
+                key = f"{call.covered.name}.{local}" if call.covered.name else local
+                result[key] = result[key] + m if key in result else m
+        return result
+
 
 @contextlib.contextmanager
 def capturing(covered: Sequence[Covered], grab_grads: bool = True) -> Iterator[Capture]:

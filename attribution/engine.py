@@ -43,7 +43,8 @@ class EngineConfig:
     paths: Mapping[str, PathName] = field(default_factory=dict)
     materialize_limit: int = DEFAULT_MATERIALIZE_LIMIT
     # On the first step, check Σ of the per-sample gradients equals the gradient autograd
-    # computed: catches a parameter used outside its module's forward.
+    # computed (catches a parameter used outside its module's forward) and one row's
+    # equals the gradient of its own loss (catches a layer mixing samples, e.g. BatchNorm)
     self_check: bool = True
     # Relative tolerance of that check; None: by the parameters' dtype. Mixed precision
     # (bf16 autocast) rounds autograd's gradient to 8 bits of mantissa: it needs more.
@@ -155,14 +156,15 @@ class ValueEngine:
         trains: list[dict[str, PerSample]] = []
         row_losses: list[torch.Tensor] = []
         for fn in micro:
+            check = not self._checked  # the first micro-batch of the first step
             with capturing(self.covered) as cap:
                 losses = fn()
                 loss = losses.mean()
-                loss.backward()
+                loss.backward(retain_graph=check and losses.shape[0] > 1)  # the check backwards one row again
             _upcast(cap)
             train = cap.collect()
-            if not self._checked:  # against this micro-batch's gradient alone
-                self._self_check(train, {n: p.grad for n, p in self.params.items()})
+            if check:  # against this micro-batch's gradient alone
+                self._self_check(train, cap, losses)
                 self._checked = True
             trains.append(train)
             row_losses.append(losses.detach())
@@ -246,24 +248,60 @@ class ValueEngine:
         itemsize = self.params[name].element_size()
         return choose_path(shapes_of(tr, tg, rows, k, itemsize), dense_target, self.config.materialize_limit)
 
-    def _self_check(self, train: Mapping[str, PerSample], grads: Mapping[str, torch.Tensor]) -> None:
-        # Some gradients are zero by symmetry (an attention key's bias): judge each error
-        # against the parameter's own scale, floored at a millionth of the largest gradient.
-        floor = 1e-6 * max(float(g.abs().max()) for g in grads.values())
-        bad = []
+    def _self_check(self, train: Mapping[str, PerSample], cap: Capture, losses: torch.Tensor) -> None:
+        """Refuse a model whose per-sample gradients the hooks cannot see whole.
+
+        Two checks, each parameter's error judged against the magnitude of the terms its
+        gradient sums (Σ over samples and positions of |term|, rules/base.py). That
+        magnitude bounds the rounding of any order of summation and is never zero by
+        symmetry: a bias before a GroupNorm of one channel per group (diffusers' default
+        UNet2DModel) has a gradient of exactly zero, and both sides compute rounding noise.
+
+        - sums: Σ of the per-sample gradients equals the gradient autograd computed (a
+          weight used outside its module's forward adds terms the hooks never see);
+        - one row: row 0's per-sample gradient equals the gradient of row 0's loss alone,
+          from a second backward of the retained graph (a layer that mixes samples, such
+          as BatchNorm in training mode, passes the first check: the hooks see the whole
+          batch's gradient, but each row's share of it is not that row's own).
+        """
+        grads = {n: p.grad for n, p in self.params.items()}
+        # magnitudes first: the row's backward re-runs the capture's gradient hooks
+        whole = cap.magnitudes()
+        rows = int(losses.shape[0])
+        first_row = cap.magnitudes(slice(0, 1)) if rows > 1 else None
+        own: dict[str, torch.Tensor | None] = {}
+        if rows > 1:
+            # row 0's loss alone, weighted as the mean weights it: equal to the captured row 0
+            weight = torch.zeros_like(losses)
+            weight[0] = 1.0 / rows
+            names = list(self.params)
+            got = torch.autograd.grad(losses, [self.params[n] for n in names], weight, allow_unused=True)
+            own = dict(zip(names, got))
+        tol = self.config.self_check_rtol
+        floor = 1e-6 * max((float(m.abs().max()) for m in whole.values() if m.numel()), default=0.0)
+        not_summing, mixing = [], []
         for name, g in grads.items():
             rep = train[name]
-            summed = (rep.materialize().sum(0) if isinstance(rep, Factored) else rep.g.sum(0)).reshape(g.shape)
-            tol = self.config.self_check_rtol
-            if tol is None:
-                tol = 1e-3 if g.dtype in (torch.float32, torch.float16, torch.bfloat16) else 1e-8
-            if float((summed - g).abs().max()) > tol * max(float(g.abs().max()), floor):
-                bad.append(name)
-        if bad:
+            per_sample = (rep.materialize() if isinstance(rep, Factored) else rep.g).reshape(-1, *g.shape)
+            rtol = tol if tol is not None else 1e-3 if g.dtype in (torch.float32, torch.float16, torch.bfloat16) else 1e-8
+            if _off(per_sample.sum(0), g) > rtol * max(_scale(whole[name]), floor):
+                not_summing.append(name)
+            elif first_row is not None:
+                mine = own[name] if own[name] is not None else torch.zeros_like(g)
+                if _off(per_sample[0], mine) > rtol * max(_scale(first_row[name]), floor):
+                    mixing.append(name)
+        if not_summing:
             raise UnsupportedModelError(
                 "per-sample gradients do not add up to the training gradient for: "
-                + ", ".join(bad)
-                + " (a parameter used outside its module's forward, or a layer mixing samples such as BatchNorm)"
+                + ", ".join(not_summing)
+                + " (a parameter used outside its module's forward, which the per-layer hooks do not see)"
+            )
+        if mixing:
+            raise UnsupportedModelError(
+                "a training row's per-sample gradient is not the gradient of its own loss for: "
+                + ", ".join(mixing)
+                + " (a layer mixing the samples of a batch, such as BatchNorm in training mode: "
+                "put it in eval mode or replace it, e.g. with GroupNorm)"
             )
 
     def _second_order(
@@ -302,6 +340,14 @@ class ValueEngine:
             out *= size / rows_total
             outs.append(out)
         return outs
+
+
+def _off(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a - b).abs().max()) if a.numel() else 0.0
+
+
+def _scale(m: torch.Tensor) -> float:
+    return float(m.abs().max()) if m.numel() else 0.0
 
 
 def _as_rows(t: torch.Tensor, rep: PerSample) -> torch.Tensor:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import fnmatch
 import hashlib
-import json
 import platform
 import shutil
 import time
@@ -23,7 +22,7 @@ import torch
 from diffusers import DDPMPipeline, DDPMScheduler, UNet2DModel
 
 from royalty import __version__
-from royalty.atomic import atomic_path, sha256_file, sha256_tree, write_text
+from royalty.atomic import atomic_path, sha256_file, sha256_tree
 from royalty.attribution import checkpoint, run_folder
 from royalty.attribution.config import REFERENCE_NONE, REFERENCE_TARGETS_MEAN, TrainConfig
 from royalty.attribution.data import Duplicates, ImageTable, inputs_manifest, load_targets, load_training_data
@@ -32,12 +31,11 @@ from royalty.attribution.device import cpu_threads, resolve_device, use_cpu_thre
 from royalty.attribution.diffusion import build_default_unet, check_resolution, default_scheduler, load_model
 from royalty.attribution.engine import EngineConfig, ValueEngine, plan_model
 from royalty.attribution.optim import adamw_preconditioner, make_optimizer
+from royalty.attribution.out_folder import check_out, forget_unsaved, start
 from royalty.attribution.targets import TargetPlan
 from royalty.attribution.values_table import values_frame
 from royalty.attribution.trajectory import ProgressFn, Parallel, Tally, Valued, valued_steps, warm_up, weights_sha256
-from royalty.errors import OutputError, TrainingError, UsageError
-
-MARKER = ".royalty-run"  # written first into a run folder: says whose it is
+from royalty.errors import TrainingError, UsageError
 
 
 @dataclass(frozen=True)
@@ -74,7 +72,7 @@ def prepare(
         raise UsageError(f"--target-subset {config.target_subset} exceeds the {len(targets)} targets")
     if config.values:
         plan_model(unet)  # refuses a model with parameters no rule covers
-    _check_out(config, resume, force)
+    check_out(config, resume, force)
     return Prepared(config, train, targets, reference, unet, scheduler, source, config.total_steps(len(train)), device)
 
 
@@ -110,43 +108,12 @@ def freeze(model: torch.nn.Module, patterns: tuple[str, ...]) -> list[str]:
         if not fnmatch.filter(names, pattern):
             raise UsageError(f"--freeze {pattern!r} matches no parameter of the model")
     frozen = [n for n in names if any(fnmatch.fnmatchcase(n, p) for p in patterns)]
+    if patterns and len(frozen) == len(names):
+        raise UsageError(f"--freeze {' '.join(patterns)} freezes every parameter of the model: nothing is left to train")
     for name, p in model.named_parameters():
         if name in frozen:
             p.requires_grad_(False)
     return frozen
-
-
-def _check_out(config: TrainConfig, resume: bool, force: bool) -> None:
-    out = config.out
-    if out.exists() and not out.is_dir():
-        raise OutputError(f"--out {out} exists and is not a folder")
-    if not out.exists() or not any(out.iterdir()):
-        if resume:
-            raise UsageError(f"--resume: {out} holds no run to resume")
-        return
-    marker = out / MARKER
-    if not marker.is_file():
-        raise OutputError(f"--out {out} is not empty and holds no royalty run; choose an empty or new folder")
-    if force:
-        return
-    if not resume:
-        raise OutputError(f"--out {out} holds another run; use --resume to continue it or --force to replace it")
-    if json.loads(marker.read_text()).get("recipe") != config.recipe_hash():
-        raise UsageError(f"--resume: the run in {out} was started with different inputs or options")
-
-
-def _remove_stale_temporaries(out: Path) -> None:
-    """Temporary files a killed run left behind: never renamed into place, never valid."""
-    for tmp in list(out.rglob(".*.tmp")):
-        shutil.rmtree(tmp, ignore_errors=True) if tmp.is_dir() else tmp.unlink(missing_ok=True)
-
-
-def _clear_run(out: Path) -> None:
-    """--force: remove what a royalty run writes, nothing else."""
-    for name in (run_folder.MANIFEST, run_folder.VALUES, run_folder.STEPS, MARKER):
-        (out / name).unlink(missing_ok=True)
-    for name in (run_folder.MODEL_DIR, run_folder.CHECKPOINTS_DIR):
-        shutil.rmtree(out / name, ignore_errors=True)
 
 
 def train(
@@ -162,15 +129,20 @@ def train(
     torch.manual_seed(cfg.seed)
     # every process has checked --out (prepare) before rank 0 changes anything in it
     barrier(dist)
-    if dist.is_main:
-        out.mkdir(parents=True, exist_ok=True)
-        if force:
-            _clear_run(out)
-        _remove_stale_temporaries(out)
-        if not (out / MARKER).exists():
-            write_text(out / MARKER, json.dumps({"recipe": cfg.recipe_hash(), "royalty": __version__}) + "\n")
+    created = start(out, cfg, fresh=force or not resume) if dist.is_main else False
     barrier(dist)
+    try:
+        return _train_and_write(prep, resume, progress, dist, started)
+    except Exception:
+        # a refused model, a diverged or failed run: if it saved nothing (no checkpoint),
+        # it leaves nothing that would stop the next command (Ctrl-C keeps it: --resume)
+        if dist.is_main:
+            forget_unsaved(out, created)
+        raise
 
+
+def _train_and_write(prep: Prepared, resume: bool, progress: ProgressFn | None, dist: Dist, started: float) -> dict[str, Any] | None:
+    cfg, out = prep.config, prep.config.out
     unet, scheduler = prep.unet, prep.scheduler
     unet.train()
     params = {n: p for n, p in unet.named_parameters() if p.requires_grad}

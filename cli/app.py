@@ -13,7 +13,7 @@ from typer.core import TyperArgument, TyperCommand, TyperGroup, TyperOption
 
 from royalty import __version__
 from royalty.cli.console import print_error
-from royalty.cli.errors import EXIT_UNEXPECTED, exit_code_for
+from royalty.cli.errors import EXIT_INTERRUPTED, EXIT_UNEXPECTED, exit_code_for
 from royalty.cli.help import examples
 from royalty.errors import RoyaltyError
 
@@ -103,7 +103,7 @@ def main() -> None:
         sys.exit(exit_code_for(error))
     except KeyboardInterrupt:
         print_error("interrupted")
-        sys.exit(130)
+        sys.exit(EXIT_INTERRUPTED)
     except SystemExit:
         raise
     except Exception as error:  # a bug: say so plainly, keep the traceback for reports

@@ -19,6 +19,7 @@ EXIT_DATAERR = 65
 EXIT_NOINPUT = 66
 EXIT_CANTCREAT = 73
 EXIT_IOERR = 74
+EXIT_INTERRUPTED = 130  # Ctrl-C (SIGINT), as shells report it
 
 # Most specific class first: the first match wins.
 EXIT_CODES: tuple[tuple[type[RoyaltyError], int], ...] = (

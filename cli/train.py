@@ -11,7 +11,8 @@ import typer
 
 from royalty.attribution.config import REFERENCE_TARGETS_MEAN, TrainConfig, mixed_precision_of
 from royalty.cli.app import app
-from royalty.cli.console import make_console, write_stdout
+from royalty.cli.console import make_console, print_error, write_stdout
+from royalty.cli.errors import EXIT_INTERRUPTED
 from royalty.cli.help import examples
 from royalty.cli.options import TrainDeviceOption, QuietOption
 from royalty.cli.progress import step_progress
@@ -81,10 +82,36 @@ def train_command(
 
 
 def _train(config, resume: bool, force: bool, quiet: bool, dist, device) -> None:
-    from royalty.attribution.trainer import prepare, train
+    from royalty.attribution.trainer import prepare
+
+    started = False  # prepare() writes nothing; train() makes --out the run's first
+    try:
+        prep = prepare(config, resume=resume, force=force, dist=dist, device=device)
+        started = True
+        _run(prep, config, resume, force, quiet, dist, device)
+    except KeyboardInterrupt:
+        if dist.is_main:
+            print_error(_interrupted(config.out) if started else "interrupted before training started: nothing was written")
+        raise typer.Exit(EXIT_INTERRUPTED) from None
+
+
+def _interrupted(out: Path) -> str:
+    """Ctrl-C: what the folder holds now, and the command that continues the run."""
+    from royalty.attribution.out_folder import held_run, progress
+
+    held = held_run(out)
+    if held is None:
+        return "interrupted before training started: nothing was written"
+    if held.finished:
+        return f"interrupted after the run in {out} was complete: nothing to continue"
+    where = f"{progress(held.checkpoints[-1])}: it continues from there" if held.checkpoints else "it saved no checkpoint yet: it starts over"
+    return f"interrupted: the run in {out} is unfinished; to continue, run the same command with --resume ({where})"
+
+
+def _run(prep, config, resume: bool, force: bool, quiet: bool, dist, device) -> None:
+    from royalty.attribution.trainer import train
 
     console = make_console(quiet)  # only rank 0 shows progress
-    prep = prepare(config, resume=resume, force=force, dist=dist, device=device)
     processes = f" on {dist.world} processes" if dist.active else ""
     processes += f" on {device}" if device.type != "cpu" else ""
     console.print(

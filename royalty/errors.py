@@ -35,5 +35,7 @@ class TrainingError(RoyaltyError):
     """Training went numerically wrong (a non-finite loss or value): no output is written."""
 
 
-class UnsupportedModelError(UsageError):
-    """The model holds trainable parameters no attribution rule covers."""
+class UnsupportedModelError(DataError):
+    """The model cannot be valued: trainable parameters no attribution rule covers, or
+    per-sample gradients the engine's first-step self-check finds wrong (bad input: the
+    model, not the command line)."""

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
+from diffusers import UNet2DModel
 from torch import nn
 
 from royalty.attribution.device import resolve_device, use_device
@@ -106,6 +107,24 @@ def layer_case(
     return _on_device(Case(model, tr, tg, _index(n_targets, draws), n_targets, _mse))
 
 
+def diffusers_unet(
+    resolution: int, block_out_channels: tuple[int, ...] = (32, 64), attention: bool = True, seed: int = 0, **kw
+) -> UNet2DModel:
+    """A UNet2DModel with diffusers' own defaults but for the levels and block types.
+
+    Notably norm_num_groups=32 (one channel per group at 32 channels: GroupNorm removes a
+    preceding bias, whose gradient is then exactly zero), layers_per_block=2 and
+    attention_head_dim=8. `attention`: attention blocks at every level but the first, as
+    diffusers' default block types have.
+    """
+    n = len(block_out_channels)
+    down = ("DownBlock2D",) + ("AttnDownBlock2D" if attention else "DownBlock2D",) * (n - 1)
+    up = ("AttnUpBlock2D" if attention else "UpBlock2D",) * (n - 1) + ("UpBlock2D",)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return UNet2DModel(sample_size=resolution, block_out_channels=block_out_channels, down_block_types=down, up_block_types=up, **kw)
+
+
 def unet_case(
     config: TinyUNetConfig = TinyUNetConfig(),
     resolution: int = 8,
@@ -114,8 +133,10 @@ def unet_case(
     draws: int = 2,
     dtype: torch.dtype = torch.float64,
     seed: int = 0,
+    model: nn.Module | None = None,
 ) -> Case:
-    model = build_default_unet(resolution, config, seed=seed).to(dtype)
+    """Noise-prediction losses of the tiny default UNet (`config`), or of `model` (built for `resolution`)."""
+    model = (model if model is not None else build_default_unet(resolution, config, seed=seed)).to(dtype)
     sched = default_scheduler()
     g = torch.Generator().manual_seed(seed)
     rows = n_train + n_targets * draws

@@ -8,12 +8,13 @@ import torch.nn.functional as F
 from diffusers import UNet2DModel
 from torch import nn
 
-from engine_cases import layer_case
+from engine_cases import Case, diffusers_unet, layer_case, unet_case
 from royalty.attribution.diffusion import TinyUNetConfig, build_default_unet
 from royalty.attribution.engine import EngineConfig, ValueEngine, plan_model
 from royalty.attribution.paths import Shapes, choose_path
 from royalty.attribution.trainer import freeze
-from royalty.errors import UnsupportedModelError, UsageError
+from royalty.cli.errors import EXIT_DATAERR, exit_code_for
+from royalty.errors import DataError, UnsupportedModelError, UsageError
 
 SUPPORTED_UNETS = {
     "default": lambda: build_default_unet(32),
@@ -67,6 +68,15 @@ def test_frozen_parameters_are_allowed_and_listed() -> None:
     plan_model(model)  # no error now
     with pytest.raises(UsageError, match="matches no parameter"):
         freeze(model, ("nothing.*",))
+    with pytest.raises(UsageError, match="nothing is left to train"):
+        freeze(WithBatchNorm(), ("conv.*", "bn.*", "scale"))
+
+
+def test_a_refused_model_is_bad_input_data() -> None:
+    """Exit 65 (the model is bad input), not 2: the command line was right."""
+    error = UnsupportedModelError("no rule")
+    assert isinstance(error, DataError) and not isinstance(error, UsageError)
+    assert exit_code_for(error) == EXIT_DATAERR == 65
 
 
 class WeightUsedOutsideForward(nn.Module):
@@ -80,16 +90,87 @@ class WeightUsedOutsideForward(nn.Module):
         return torch.tanh(F.linear(torch.tanh(self.lin(x)), self.lin.weight))
 
 
-def test_self_check_catches_a_parameter_used_outside_its_module() -> None:
-    case = layer_case(nn.Identity(), (4,))
-    case.model = WeightUsedOutsideForward().double()
+def _with_model(model: nn.Module, in_shape: tuple[int, ...], dtype: torch.dtype) -> Case:
+    """A layer case's inputs fed to `model`, with random regression outputs of its shape."""
+    case = layer_case(nn.Identity(), in_shape, dtype=dtype)
+    case.model = model.to(dtype)
     with torch.no_grad():
         y = case.model(case.train[0])
+        y_target = case.model(case.targets[0])
     case.train = (case.train[0], torch.randn_like(y))
-    case.targets = (case.targets[0], torch.randn(case.targets[0].shape[0], 4, dtype=torch.float64))
+    case.targets = (case.targets[0], torch.randn_like(y_target))
+    return case
+
+
+def _step(case: Case) -> None:
     engine = ValueEngine(case.model, EngineConfig())
-    with pytest.raises(UnsupportedModelError, match="lin.weight"):
-        engine.step(case.train_losses, case.target_losses, case.target_index, case.n_targets, 0.1)
+    case.model.zero_grad(set_to_none=True)
+    engine.step(case.train_losses, case.target_losses, case.target_index, case.n_targets, 0.1)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["f64", "f32"])
+def test_self_check_catches_a_parameter_used_outside_its_module(dtype) -> None:
+    case = _with_model(WeightUsedOutsideForward(), (4,), dtype)
+    with pytest.raises(UnsupportedModelError, match="lin.weight.*outside its module's forward"):
+        _step(case)
+
+
+class FrozenBatchNorm(nn.Module):
+    """BatchNorm with no trainable parameter (so no rule is missing): in training mode
+    it normalises each sample by the batch's statistics, mixing the samples."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3)
+        self.bn = nn.BatchNorm2d(4, affine=False)
+        self.out = nn.Conv2d(4, 2, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.out(torch.tanh(self.bn(self.conv(x))))
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["f64", "f32"])
+def test_self_check_catches_a_layer_mixing_samples(dtype) -> None:
+    """The per-sample gradients still add up to the batch's (the hooks see the whole
+    batch's output gradients): only one row against its own loss's gradient shows it."""
+    case = _with_model(FrozenBatchNorm().train(), (3, 7, 7), dtype)
+    with pytest.raises(UnsupportedModelError, match="conv.weight.*mixing the samples.*BatchNorm"):
+        _step(case)
+
+
+def test_batchnorm_in_eval_mode_mixes_nothing_and_passes() -> None:
+    case = _with_model(FrozenBatchNorm().eval(), (3, 7, 7), torch.float32)
+    _step(case)
+
+
+# diffusers' own defaults (norm_num_groups=32, layers_per_block=2, attention_head_dim=8)
+# with the levels made small: at 32 channels every GroupNorm has one channel per group and
+# removes the bias before it, whose gradient is then exactly zero (issue 21)
+DIFFUSERS_DEFAULTS = {
+    "32-64": dict(block_out_channels=(32, 64), attention=False),
+    "32-64_attention": dict(block_out_channels=(32, 64), attention=True),
+    "32-64_attention_one_layer": dict(block_out_channels=(32, 64), attention=True, layers_per_block=1),
+    "32-32-64_attention": dict(block_out_channels=(32, 32, 64), attention=True, layers_per_block=1),
+    "64-64": dict(block_out_channels=(64, 64), attention=False, layers_per_block=1),
+}
+
+
+@pytest.mark.parametrize("name", sorted(DIFFUSERS_DEFAULTS))
+def test_diffusers_default_unets_pass_the_self_check(name: str) -> None:
+    model = diffusers_unet(16, **DIFFUSERS_DEFAULTS[name])
+    assert model.config.norm_num_groups == 32
+    covered = {f"{c.name}.{p}" for c in plan_model(model) for p in c.params}
+    assert covered == {n for n, p in model.named_parameters() if p.requires_grad}
+    case = unet_case(resolution=16, n_train=3, n_targets=2, draws=1, dtype=torch.float32, model=model)
+    engine = ValueEngine(case.model, EngineConfig())
+    case.model.zero_grad(set_to_none=True)
+    got = engine.step(case.train_losses, case.target_losses, case.target_index, case.n_targets, 0.1)
+    assert torch.isfinite(got.first).all() and got.first.abs().sum() > 0
+    if model.config.block_out_channels[0] == 32:
+        # the case the check used to refuse: a parameter whose whole gradient is rounding noise
+        bias = case.model.get_parameter("down_blocks.0.resnets.0.conv1.bias")
+        weight = case.model.get_parameter("down_blocks.0.resnets.0.conv1.weight")
+        assert bias.grad.abs().max() < 1e-4 * weight.grad.abs().max()
 
 
 def test_ghost_cannot_be_pinned_with_a_preconditioned_target_side() -> None:

@@ -10,7 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from torch import nn
 
-from engine_cases import Case, layer_case, unet_case
+from engine_cases import Case, diffusers_unet, layer_case, unet_case
 from engine_reference import reference_values
 from royalty.attribution.diffusion import TinyUNetConfig
 from royalty.attribution.engine import EngineConfig, ValueEngine
@@ -151,6 +151,17 @@ def test_unet_float64(config: str, path, order: int, preconditioned: bool, n_tar
 def test_unet_float32(path: str, order: int) -> None:
     case = unet_case(n_targets=3, draws=2, dtype=torch.float32)
     check(case, path, order, False, torch.float32)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["f64", "f32"])
+@pytest.mark.parametrize("attention", [False, True], ids=["plain", "attention"])
+def test_diffusers_default_unet(attention: bool, dtype) -> None:
+    """diffusers' default UNet2DModel (norm_num_groups=32: one channel per group, so some
+    biases have a gradient of exactly zero) at 16 px: the self-check passes, the values
+    are the reference's (issue 21: it was refused)."""
+    model = diffusers_unet(16, (32, 64), attention=attention)
+    case = unet_case(resolution=16, n_train=2, n_targets=2, draws=1, dtype=dtype, model=model)
+    check(case, None, 1, False, dtype)
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])

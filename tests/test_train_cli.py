@@ -190,6 +190,26 @@ def test_fine_tunes_a_local_model_folder(run, folders, tmp_path) -> None:
     assert manifest["model_source"]["kind"] == "folder"
 
 
+def test_fine_tunes_diffusers_default_unet2dmodel(folders, tmp_path) -> None:
+    """Issue 21: diffusers' defaults (norm_num_groups=32: biases whose gradient is exactly
+    zero) were refused by the engine's self-check; a DDPMPipeline folder of them trains."""
+    from diffusers import DDPMPipeline, DDPMScheduler, UNet2DModel
+
+    data, targets = folders
+    torch.manual_seed(0)
+    unet = UNet2DModel(
+        sample_size=16, block_out_channels=(32, 64),
+        down_block_types=("DownBlock2D", "AttnDownBlock2D"), up_block_types=("AttnUpBlock2D", "UpBlock2D"),
+    )
+    assert unet.config.norm_num_groups == 32
+    model = tmp_path / "model"
+    DDPMPipeline(unet=unet, scheduler=DDPMScheduler(num_train_timesteps=1000)).save_pretrained(model)
+    out = tmp_path / "run"
+    royalty("train", data, "--targets", targets, "--out", out, "--steps", "2", "--model", model, *TINY, check=True)
+    values = pd.read_parquet(out / run_folder.VALUES)
+    assert len(values) == 6 * 2 and values["value"].notna().all() and values["value"].abs().sum() > 0
+
+
 def test_payout_of_a_trained_run(run) -> None:
     """The two commands together, as the README runs them."""
     out, _ = run

@@ -104,11 +104,13 @@ def test_resolution_the_model_cannot_take(tmp_path, data, targets) -> None:
     assert_fails(proc, 2, "resolution 15")
 
 
-def test_out_holding_another_run(tmp_path, data, targets) -> None:
+def test_out_holding_a_finished_run(tmp_path, data, targets) -> None:
+    """Say whether it is this same run, already complete, or another one (test_train_retry.py: the rest)."""
     out = tmp_path / "out"
     assert train(data, targets, out).returncode == 0
-    assert_fails(train(data, targets, out), 73, "--resume", "--force")
-    assert train(data, targets, out, "--force").returncode == 0
+    assert_fails(train(data, targets, out), 73, "finished run of this same recipe", "already complete", "--force")
+    assert_fails(train(data, targets, out, "--seed", "1"), 73, "finished run of another recipe", "--force")
+    assert train(data, targets, out, "--seed", "1", "--force").returncode == 0
 
 
 def test_out_holding_something_else(tmp_path, data, targets) -> None:

@@ -11,6 +11,13 @@ in one of two exact forms:
 - `Dense`: the per-sample gradients themselves, [N, *param.shape]. Used where they are
   cheap (biases, norm affine parameters, embeddings).
 
+Each rule also has a magnitude function: from the same call, Σ over the batch and the
+positions of the absolute value of every term that adds up to the parameter's gradient
+(e.g. Σ |b|·|a| for a linear map, Σ |b| for a bias). It bounds the rounding error of any
+summation of those terms, and unlike the gradient itself it is not zero when the terms
+cancel (a bias followed by a GroupNorm of one channel per group has a gradient of exactly
+zero): the engine's first-step self-check judges its error against it.
+
 Rules never keep state: everything they need arrives as arguments.
 """
 
@@ -117,10 +124,16 @@ class Dense:
 PerSample = Factored | Dense
 
 
+MagnitudeFn = Callable[[nn.Module, torch.Tensor, torch.Tensor, tuple[str, ...]], dict[str, torch.Tensor]]
+
+
 class Rule(Protocol):
     """Computes per-sample gradients of a module's direct parameters from one call."""
 
     param_names: tuple[str, ...]
+    # (module, x, grad_out, names) -> {name: [*param.shape]}: Σ over batch and positions of
+    # |each term of the gradient| (see the module docstring)
+    magnitude: MagnitudeFn
 
     def __call__(
         self, module: nn.Module, x: torch.Tensor, grad_out: torch.Tensor, names: tuple[str, ...]
@@ -132,11 +145,12 @@ class Rule(Protocol):
 RULES: dict[type[nn.Module], Rule] = {}
 
 
-def register(module_type: type[nn.Module], param_names: tuple[str, ...]) -> Callable[[Callable], Rule]:
+def register(module_type: type[nn.Module], param_names: tuple[str, ...], magnitude: MagnitudeFn) -> Callable[[Callable], Rule]:
     """Decorator: register a per-sample gradient function for exactly `module_type`."""
 
     def wrap(fn: Callable) -> Rule:
         fn.param_names = param_names  # type: ignore[attr-defined]
+        fn.magnitude = magnitude  # type: ignore[attr-defined]
         RULES[module_type] = fn  # type: ignore[assignment]
         return fn  # type: ignore[return-value]
 

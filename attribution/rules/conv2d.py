@@ -99,7 +99,23 @@ def padded_input(module: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
     return F.pad(x, pad, mode=mode) if any(pad) else x
 
 
-@register(nn.Conv2d, ("weight", "bias"))
+def conv2d_magnitude(module: nn.Conv2d, x: torch.Tensor, grad_out: torch.Tensor, names: tuple[str, ...]) -> dict[str, torch.Tensor]:
+    out: dict[str, torch.Tensor] = {}
+    gy = grad_out.abs()
+    if "weight" in names:
+        # the weight-gradient convolution of |x| and |gy|: Σ over samples and positions of |b|·|a|
+        zeros = (0, 0)
+        _, dw, _ = torch.ops.aten.convolution_backward(
+            gy, padded_input(module, x).abs(), torch.empty_like(module.weight, dtype=gy.dtype), None,
+            module.stride, zeros, module.dilation, False, zeros, module.groups, (False, True, False),
+        )
+        out["weight"] = dw
+    if "bias" in names:
+        out["bias"] = gy.sum(dim=(0, 2, 3))
+    return out
+
+
+@register(nn.Conv2d, ("weight", "bias"), conv2d_magnitude)
 def conv2d(module: nn.Conv2d, x: torch.Tensor, grad_out: torch.Tensor, names: tuple[str, ...]) -> dict[str, PerSample]:
     if x.dim() != 4:
         raise ValueError("nn.Conv2d called on an unbatched input")

@@ -8,7 +8,18 @@ from torch import nn
 from royalty.attribution.rules.base import Dense, PerSample, register
 
 
-@register(nn.Embedding, ("weight",))
+def embedding_magnitude(module: nn.Embedding, x: torch.Tensor, grad_out: torch.Tensor, names: tuple[str, ...]) -> dict[str, torch.Tensor]:
+    if "weight" not in names:
+        return {}
+    dim = module.weight.shape[1]
+    m = torch.zeros(module.weight.shape, dtype=grad_out.dtype, device=grad_out.device)
+    m.index_add_(0, x.reshape(-1), grad_out.abs().reshape(-1, dim))
+    if module.padding_idx is not None:
+        m[module.padding_idx] = 0
+    return {"weight": m}
+
+
+@register(nn.Embedding, ("weight",), embedding_magnitude)
 def embedding(module: nn.Embedding, x: torch.Tensor, grad_out: torch.Tensor, names: tuple[str, ...]) -> dict[str, PerSample]:
     if module.max_norm is not None or module.scale_grad_by_freq:
         # both change the gradient away from a plain scatter of grad_out

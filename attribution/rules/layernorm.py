@@ -9,7 +9,19 @@ from torch import nn
 from royalty.attribution.rules.base import Dense, PerSample, register
 
 
-@register(nn.LayerNorm, ("weight", "bias"))
+def layernorm_magnitude(module: nn.LayerNorm, x: torch.Tensor, grad_out: torch.Tensor, names: tuple[str, ...]) -> dict[str, torch.Tensor]:
+    # the batch and every position: all axes before the normalised trailing ones
+    leading = tuple(range(grad_out.dim() - len(module.normalized_shape)))
+    out: dict[str, torch.Tensor] = {}
+    if "weight" in names:
+        x_hat = F.layer_norm(x, tuple(module.normalized_shape), eps=module.eps)
+        out["weight"] = (grad_out * x_hat).abs().sum(dim=leading)
+    if "bias" in names:
+        out["bias"] = grad_out.abs().sum(dim=leading)
+    return out
+
+
+@register(nn.LayerNorm, ("weight", "bias"), layernorm_magnitude)
 def layernorm(module: nn.LayerNorm, x: torch.Tensor, grad_out: torch.Tensor, names: tuple[str, ...]) -> dict[str, PerSample]:
     shape = tuple(module.normalized_shape)
     # positions: every axis between the batch axis and the normalised trailing axes

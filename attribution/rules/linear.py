@@ -8,7 +8,17 @@ from torch import nn
 from royalty.attribution.rules.base import Dense, Patches, PerSample, flatten_positions, register
 
 
-@register(nn.Linear, ("weight", "bias"))
+def linear_magnitude(module: nn.Linear, x: torch.Tensor, grad_out: torch.Tensor, names: tuple[str, ...]) -> dict[str, torch.Tensor]:
+    b = flatten_positions(grad_out).abs()
+    out: dict[str, torch.Tensor] = {}
+    if "weight" in names:
+        out["weight"] = torch.einsum("npd,npi->di", b, flatten_positions(x).abs())
+    if "bias" in names:
+        out["bias"] = b.sum(dim=(0, 1))
+    return out
+
+
+@register(nn.Linear, ("weight", "bias"), linear_magnitude)
 def linear(module: nn.Linear, x: torch.Tensor, grad_out: torch.Tensor, names: tuple[str, ...]) -> dict[str, PerSample]:
     if x.dim() == 1:  # unbatched call: no per-sample structure to recover
         raise ValueError("nn.Linear called on an unbatched input")
