@@ -32,9 +32,9 @@ from collections.abc import Callable
 
 import torch
 
-from royalty.attribution.device import use_device
-from royalty.attribution.diffusion import build_default_unet, default_scheduler, noise_prediction_losses
-from royalty.attribution.engine import EngineConfig, ValueEngine
+from royalty.attribution.training.device import use_device
+from royalty.attribution.model.diffusion import build_default_unet, default_scheduler, noise_prediction_losses
+from royalty.attribution.engine.step import EngineConfig, ValueEngine
 
 LR = 0.01
 

@@ -18,11 +18,11 @@ from pathlib import Path
 
 import torch
 
-from royalty.attribution.data import load_targets, load_training_data
-from royalty.attribution.diffusion import build_default_unet, default_scheduler, noise_prediction_losses
-from royalty.attribution.draws import batch_indices, noise_draws
-from royalty.attribution.engine import EngineConfig, ValueEngine
-from royalty.attribution.targets import TargetPlan
+from royalty.attribution.data.folders import load_targets, load_training_data
+from royalty.attribution.model.diffusion import build_default_unet, default_scheduler, noise_prediction_losses
+from royalty.attribution.training.draws import batch_indices, noise_draws
+from royalty.attribution.engine.step import EngineConfig, ValueEngine
+from royalty.attribution.training.targets import TargetPlan
 
 ROOT = Path(__file__).resolve().parent.parent / "sample_data"
 

@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from royalty.attribution.images import decode_image
+from royalty.attribution.data.images import decode_image
 
 NEIGHBOURS = 5
 

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from royalty.attribution import run_folder
+from royalty.attribution.contract import run_folder
 from royalty.payout.formats import render
 from royalty.payout.service import PayoutRequest, compute_payout
 

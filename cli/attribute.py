@@ -44,7 +44,7 @@ def attribute_command(
     Writes RUN/attributions/NAME/ (values.parquet with the run's columns, attribution.json);
     `royalty payout RUN --attribution NAME` pays for the new images.
     """
-    from royalty.attribution.attribute import AttributeConfig, attribute
+    from royalty.attribution.after.attribute import AttributeConfig, attribute
 
     config = AttributeConfig(run=run, images=images, mode=mode.value, name=name, force=force)
     console = make_console(quiet)

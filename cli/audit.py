@@ -23,7 +23,7 @@ from royalty.cli.progress import PlainProgress
 from royalty.errors import UsageError
 
 if TYPE_CHECKING:
-    from royalty.attribution.audit import AuditHooks
+    from royalty.attribution.audit.service import AuditHooks
 
 
 class AuditFormat(str, Enum):
@@ -55,11 +55,11 @@ def audit_command(
     quiet: bool = QuietOption,
 ) -> None:
     """Check the run's values against retraining: Shapley over owner subsets, and how well they agree."""
-    from royalty.attribution.audit import AuditConfig
+    from royalty.attribution.audit.service import AuditConfig
 
     config = AuditConfig(run=run, owners=parse_owners(owners), seeds=seeds, budget_minutes=budget, permutations=permutations, game=game)
     # torch and diffusers load here, not at start-up: other commands stay fast
-    from royalty.attribution.audit import run_audit
+    from royalty.attribution.audit.service import run_audit
 
     console = make_console(quiet)
     # a terminal gets bars; a log file or pipe a plain line per retraining (cli/progress.py)
@@ -81,7 +81,7 @@ def audit_command(
 @contextlib.contextmanager
 def _bars(console: Console, run: Path) -> Iterator[AuditHooks]:
     """One bar for the retrainings, one for the current retraining's steps."""
-    from royalty.attribution.audit import AuditHooks
+    from royalty.attribution.audit.service import AuditHooks
 
     with Progress(
         TextColumn("[progress.description]{task.description}"), BarColumn(), MofNCompleteColumn(),
@@ -108,7 +108,7 @@ def _bars(console: Console, run: Path) -> Iterator[AuditHooks]:
 @contextlib.contextmanager
 def _lines(console: Console, run: Path) -> Iterator[AuditHooks]:
     """A plain line when the retrainings start and as each one finishes (nothing with --quiet)."""
-    from royalty.attribution.audit import AuditHooks
+    from royalty.attribution.audit.service import AuditHooks
 
     state: dict[str, Any] = {}
 

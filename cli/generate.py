@@ -34,7 +34,7 @@ def generate_command(
     quiet: bool = QuietOption,
 ) -> None:
     """Sample images with the run's fine-tuned model; the folder is ready for `royalty attribute`."""
-    from royalty.attribution.generate import GenerateConfig, generate
+    from royalty.attribution.after.generate import GenerateConfig, generate
 
     config = GenerateConfig(run=run, out=out, num=num, seed=seed, steps=steps, scheduler=scheduler.value, batch_size=batch_size, force=force, device=device)
     console = make_console(quiet)

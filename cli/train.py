@@ -9,7 +9,7 @@ from pathlib import Path
 
 import typer
 
-from royalty.attribution.config import REFERENCE_TARGETS_MEAN, TrainConfig, mixed_precision_of
+from royalty.attribution.training.config import REFERENCE_TARGETS_MEAN, TrainConfig, mixed_precision_of
 from royalty.cli.app import app
 from royalty.cli.console import make_console, print_error, write_stdout
 from royalty.cli.errors import EXIT_INTERRUPTED
@@ -71,8 +71,8 @@ def train_command(
         device=device, allow_duplicates=allow_duplicates,
     )
     # torch and diffusers load here, not at start-up: other commands stay fast
-    from royalty.attribution.device import resolve_device, use_device
-    from royalty.attribution.distributed import from_env, launched
+    from royalty.attribution.training.device import resolve_device, use_device
+    from royalty.attribution.training.distributed import from_env, launched
 
     target = resolve_device(config.device, from_env())
     use_device(target)  # before the process group: NCCL binds to the current GPU
@@ -82,7 +82,7 @@ def train_command(
 
 
 def _train(config, resume: bool, force: bool, quiet: bool, dist, device) -> None:
-    from royalty.attribution.trainer import prepare
+    from royalty.attribution.training.trainer import prepare
 
     started = False  # prepare() writes nothing; train() makes --out the run's first
     try:
@@ -97,7 +97,7 @@ def _train(config, resume: bool, force: bool, quiet: bool, dist, device) -> None
 
 def _interrupted(out: Path) -> str:
     """Ctrl-C: what the folder holds now, and the command that continues the run."""
-    from royalty.attribution.out_folder import held_run, progress
+    from royalty.attribution.training.out_folder import held_run, progress
 
     held = held_run(out)
     if held is None:
@@ -109,7 +109,7 @@ def _interrupted(out: Path) -> str:
 
 
 def _run(prep, config, resume: bool, force: bool, quiet: bool, dist, device) -> None:
-    from royalty.attribution.trainer import train
+    from royalty.attribution.training.trainer import train
 
     console = make_console(quiet)  # only rank 0 shows progress
     processes = f" on {dist.world} processes" if dist.active else ""

@@ -15,8 +15,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from royalty.attribution import run_folder
-from royalty.attribution.attribution_folder import read_attribution
+from royalty.attribution.contract import run_folder
+from royalty.attribution.contract.attribution_folder import read_attribution
 from royalty.errors import DataError, InputMissingError, UsageError
 from royalty.payout.policy import Basis
 

@@ -16,9 +16,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from royalty.atomic import sha256_file
-from royalty.attribution import run_folder
-from royalty.attribution.attribution_folder import MANIFEST as ATTRIBUTION_MANIFEST
-from royalty.attribution.attribution_folder import read_attribution
+from royalty.attribution.contract import run_folder
+from royalty.attribution.contract.attribution_folder import MANIFEST as ATTRIBUTION_MANIFEST
+from royalty.attribution.contract.attribution_folder import read_attribution
 from royalty.errors import DataError, InputMissingError
 from royalty.payout.policy import Basis
 from royalty.payout.values import BASIS_COLUMN, RunValues, read_values_table, values_from_table

@@ -18,7 +18,7 @@ import numpy as np
 
 from royalty import __version__
 from royalty.atomic import write_bytes, write_text
-from royalty.attribution.attribution_folder import attribution_dir
+from royalty.attribution.contract.attribution_folder import attribution_dir
 from royalty.errors import DataError, OutputError, UsageError
 from royalty.payout.policy import Basis, PayoutPolicy
 from royalty.report import charts, html, stats

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from PIL import Image, UnidentifiedImageError
 
-from royalty.attribution.square import to_square_rgb
+from royalty.attribution.data.square import to_square_rgb
 from royalty.errors import DataError
 
 THUMB_SIDE = 128

@@ -16,8 +16,8 @@ import torch
 from diffusers import UNet2DModel
 from torch import nn
 
-from royalty.attribution.device import resolve_device, use_device
-from royalty.attribution.diffusion import TinyUNetConfig, build_default_unet, default_scheduler, noise_prediction_losses
+from royalty.attribution.training.device import resolve_device, use_device
+from royalty.attribution.model.diffusion import TinyUNetConfig, build_default_unet, default_scheduler, noise_prediction_losses
 
 DEVICE = resolve_device(os.environ.get("ROYALTY_TEST_DEVICE", "cpu"))
 use_device(DEVICE)

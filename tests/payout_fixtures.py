@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-from royalty.attribution import run_folder
+from royalty.attribution.contract import run_folder
 
 ROWS = Sequence[tuple[str, str, str, float]]  # (sample_id, owner, target_id, value)
 

@@ -13,10 +13,10 @@ import pytest
 from PIL import Image
 
 from audit_fixtures import TRAIN_ARGS, make_data, make_targets
-from royalty.attribution import run_folder
-from royalty.attribution.audit_metrics import agreement
-from royalty.attribution.audit_state import AUDIT_DIR, BASE, COALITIONS, coalitions_file
-from royalty.attribution.subset_linear import linear_subset_shapley
+from royalty.attribution.contract import run_folder
+from royalty.attribution.audit.metrics import agreement
+from royalty.attribution.audit.state import AUDIT_DIR, BASE, COALITIONS, coalitions_file
+from royalty.attribution.audit.subset_linear import linear_subset_shapley
 from train_fixtures import royalty
 
 OWNERS = ["ann", "bob", "cy"]

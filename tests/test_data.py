@@ -16,8 +16,8 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from royalty.atomic import sha256_file
-from royalty.attribution.config import TrainConfig
-from royalty.attribution.data import Duplicates, ImageTable, inputs_manifest, load_targets, load_training_data
+from royalty.attribution.training.config import TrainConfig
+from royalty.attribution.data.folders import Duplicates, ImageTable, inputs_manifest, load_targets, load_training_data
 from royalty.errors import DataError, InputMissingError, UsageError
 
 R = 8

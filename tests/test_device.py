@@ -12,9 +12,9 @@ import json
 import pytest
 import torch
 
-from royalty.attribution.config import TrainConfig
-from royalty.attribution.device import Hardware, resolve_device, use_device
-from royalty.attribution.distributed import Dist
+from royalty.attribution.training.config import TrainConfig
+from royalty.attribution.training.device import Hardware, resolve_device, use_device
+from royalty.attribution.training.distributed import Dist
 from royalty.errors import UsageError
 from train_fixtures import TINY, make_data, make_targets, royalty
 

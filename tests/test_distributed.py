@@ -23,7 +23,7 @@ import pandas as pd
 import pytest
 import torch
 
-from royalty.attribution import run_folder
+from royalty.attribution.contract import run_folder
 from train_fixtures import draw, make_data, make_targets, royalty
 
 BASE = ("--resolution", "16", "--timestep-draws", "2", "--quiet", "--steps", "3", "--warmup-steps", "1")

@@ -10,9 +10,9 @@ import pytest
 import torch
 from scipy.stats import spearmanr
 
-from royalty.attribution.diffusion import build_default_unet, default_scheduler, noise_prediction_losses
-from royalty.attribution.draws import batch_indices, noise_draws
-from royalty.attribution.engine import EngineConfig, ValueEngine
+from royalty.attribution.model.diffusion import build_default_unet, default_scheduler, noise_prediction_losses
+from royalty.attribution.training.draws import batch_indices, noise_draws
+from royalty.attribution.engine.step import EngineConfig, ValueEngine
 
 
 @pytest.fixture(scope="module")

@@ -9,10 +9,10 @@ from diffusers import UNet2DModel
 from torch import nn
 
 from engine_cases import Case, diffusers_unet, layer_case, unet_case
-from royalty.attribution.diffusion import TinyUNetConfig, build_default_unet
-from royalty.attribution.engine import EngineConfig, ValueEngine, plan_model
-from royalty.attribution.paths import Shapes, choose_path
-from royalty.attribution.trainer import freeze
+from royalty.attribution.model.diffusion import TinyUNetConfig, build_default_unet
+from royalty.attribution.engine.step import EngineConfig, ValueEngine, plan_model
+from royalty.attribution.engine.paths import Shapes, choose_path
+from royalty.attribution.training.trainer import freeze
 from royalty.cli.errors import EXIT_DATAERR, exit_code_for
 from royalty.errors import DataError, UnsupportedModelError, UsageError
 

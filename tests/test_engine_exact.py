@@ -12,9 +12,9 @@ from torch import nn
 
 from engine_cases import Case, diffusers_unet, layer_case, unet_case
 from engine_reference import reference_values
-from royalty.attribution.diffusion import TinyUNetConfig
-from royalty.attribution.engine import EngineConfig, ValueEngine
-from royalty.attribution.optim import adamw_preconditioner
+from royalty.attribution.model.diffusion import TinyUNetConfig
+from royalty.attribution.engine.step import EngineConfig, ValueEngine
+from royalty.attribution.training.optim import adamw_preconditioner
 from royalty.errors import UsageError
 
 LR = 0.05

@@ -8,7 +8,7 @@ import torch
 import torch.distributed as torch_dist
 import torch.multiprocessing as mp
 
-from royalty.attribution.distributed import Dist, gather_shards, shard_range
+from royalty.attribution.training.distributed import Dist, gather_shards, shard_range
 
 
 def _worker(rank: int, world: int, store: str, n: int, out: dict) -> None:

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import pytest
 
-from royalty.attribution.config import mixed_precision_of
-from royalty.attribution.distributed import Dist, from_env, shard_range
+from royalty.attribution.training.config import mixed_precision_of
+from royalty.attribution.training.distributed import Dist, from_env, shard_range
 from royalty.errors import UsageError
 
 

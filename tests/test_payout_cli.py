@@ -22,7 +22,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 from payout_fixtures import make_run, royalty, royalty_batch, simple_rows  # noqa: E402
-from royalty.attribution import run_folder  # noqa: E402
+from royalty.attribution.contract import run_folder  # noqa: E402
 
 
 @dataclass(frozen=True)

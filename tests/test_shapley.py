@@ -7,8 +7,8 @@ import itertools
 import numpy as np
 import pytest
 
-from royalty.attribution.audit_metrics import agreement, l1_share_distance, shares, spearman
-from royalty.attribution.shapley import (
+from royalty.attribution.audit.metrics import agreement, l1_share_distance, shares, spearman
+from royalty.attribution.audit.shapley import (
     all_coalitions,
     exact_shapley,
     leave_one_out,
@@ -162,7 +162,7 @@ def test_agreement_metrics_by_hand() -> None:
 
 def _records(plan, base, worth, seeds):
     """Stored retrainings of an additive game: training on T lowers each target by Σ worth."""
-    from royalty.attribution.audit_state import Retraining
+    from royalty.attribution.audit.state import Retraining
 
     return {
         (owners, s): Retraining(owners, s, tuple(base - sum(worth[o] for o in owners)), 1.0, "")
@@ -172,7 +172,7 @@ def _records(plan, base, worth, seeds):
 
 
 def test_sampled_audit_plan_covers_its_orders_and_recovers_an_additive_game() -> None:
-    from royalty.attribution.audit import GamePlan, shapley_by_seed
+    from royalty.attribution.audit.service import GamePlan, shapley_by_seed
 
     players = tuple("abcdefg")  # 7 owners: sampled
     perms = tuple(sample_permutations(players, 3, seed=0))
@@ -191,7 +191,7 @@ def test_sampled_audit_plan_covers_its_orders_and_recovers_an_additive_game() ->
 
 
 def test_exact_audit_plan_trains_every_coalition_once_per_seed() -> None:
-    from royalty.attribution.audit import GamePlan, shapley_by_seed
+    from royalty.attribution.audit.service import GamePlan, shapley_by_seed
 
     plan = GamePlan(("a", "b", "c"), frozenset(), seeds=2, permutations=())
     work = plan.work()

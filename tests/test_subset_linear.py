@@ -1,4 +1,4 @@
-"""The subset game's small-step limit (attribution/subset_linear.py) against hand-made games."""
+"""The subset game's small-step limit (attribution/audit/subset_linear.py) against hand-made games."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import itertools
 import numpy as np
 import pytest
 
-from royalty.attribution.shapley import all_coalitions, exact_shapley
-from royalty.attribution.subset_linear import linear_subset_shapley
+from royalty.attribution.audit.shapley import all_coalitions, exact_shapley
+from royalty.attribution.audit.subset_linear import linear_subset_shapley
 
 
 @pytest.mark.parametrize("n", [1, 2, 3, 4, 5])

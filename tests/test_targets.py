@@ -7,10 +7,10 @@ from pathlib import Path
 
 import torch
 
-from royalty.attribution.config import TrainConfig
-from royalty.attribution.draws import batch_indices
-from royalty.attribution.targets import TargetPlan
-from royalty.attribution.trajectory import train_batch
+from royalty.attribution.training.config import TrainConfig
+from royalty.attribution.training.draws import batch_indices
+from royalty.attribution.training.targets import TargetPlan
+from royalty.attribution.training.trajectory import train_batch
 
 
 def plan(estimator: str, subset: int = 0, reference: bool = False) -> TargetPlan:

@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from royalty.atomic import sha256_file
-from royalty.attribution import run_folder
+from royalty.attribution.contract import run_folder
 from train_fixtures import TINY, make_data, make_targets, royalty
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from royalty.attribution import run_folder
+from royalty.attribution.contract import run_folder
 from train_fixtures import TINY, make_data, make_targets, royalty
 
 MARKER = ".royalty-run"

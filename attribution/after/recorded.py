@@ -1,0 +1,83 @@
+"""A finished run read back: its manifest, its recipe and its verified inputs.
+
+`royalty attribute` trusts nothing it cannot check: the training images must be the
+ones run.json hashed, the model folder the one it recorded, and the values it reuses
+(each sample's value for the reference set R) must match their recorded sha256.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+
+from royalty.atomic import sha256_tree
+from royalty.attribution.contract import run_folder
+from royalty.attribution.training.config import TrainConfig
+from royalty.attribution.data.folders import Duplicates, ImageTable, load_training_data
+from royalty.errors import DataError, InputMissingError
+
+
+@dataclass(frozen=True)
+class Recorded:
+    run_dir: Path
+    manifest: dict[str, Any]
+    config: TrainConfig
+    train: ImageTable
+
+
+def open_recorded(run_dir: Path) -> Recorded:
+    run_dir = Path(run_dir)
+    manifest = run_folder.read_manifest(run_dir)
+    config = TrainConfig.from_json(manifest["config"], out=run_dir)
+    verify_model_folder(run_dir, manifest)
+    folder = Path(manifest.get("input_folders", {}).get("train") or config.data)
+    # checked image by image against run.json below, not against today's duplicate rule
+    train = load_training_data(folder, config.resolution, duplicates=Duplicates.UNCHECKED)
+    _same_inputs(folder, manifest["inputs"]["train"], train)
+    if config.model is not None and manifest["model_source"].get("sha256") != sha256_tree(config.model):
+        raise DataError(f"the model the run started from, {config.model}, changed since training")
+    return Recorded(run_dir, manifest, config, train)
+
+
+def verify_model_folder(run_dir: Path, manifest: dict[str, Any]) -> Path:
+    model = run_dir / run_folder.MODEL_DIR
+    if not model.is_dir():
+        raise InputMissingError(f"{model} is missing: {run_dir} is not a finished royalty run")
+    if sha256_tree(model) != manifest.get("outputs", {}).get(run_folder.MODEL_DIR):
+        raise DataError(f"{model} does not match its manifest: the run folder was modified after training")
+    return model
+
+
+def _same_inputs(folder: Path, recorded: list[dict[str, Any]], table: ImageTable) -> None:
+    """The training folder must hold exactly the images the run hashed, in the same order."""
+    if len(recorded) != len(table):
+        raise DataError(f"{folder} holds {len(table)} training images; the run was trained on {len(recorded)}")
+    for row, (id_, digest) in enumerate(zip(table.ids, table.sha256)):
+        if (id_, digest) != (recorded[row]["id"], recorded[row]["sha256"]):
+            name = recorded[row]["file_name"]
+            raise DataError(f"{folder}/{name} (training image {row}) is not the image the run was trained on")
+
+
+def reference_values(recorded: Recorded) -> torch.Tensor | None:
+    """Each training sample's value for the run's reference set R, from its verified values.
+
+    `value − value_specific` is the same for every target of a sample: R's value. None
+    when the run has no reference (or no values).
+    """
+    path = recorded.run_dir / run_folder.VALUES
+    if not path.is_file():
+        return None
+    run_folder.verify_output(recorded.run_dir, recorded.manifest, run_folder.VALUES)
+    frame = pd.read_parquet(path)
+    if run_folder.SPECIFIC_COLUMN not in frame.columns:
+        return None
+    base = (frame["value"] - frame[run_folder.SPECIFIC_COLUMN]).groupby(frame["sample_id"], sort=False).mean()
+    try:
+        ordered = base.loc[list(recorded.train.ids)]
+    except KeyError as exc:
+        raise DataError(f"{path} lacks training samples of the run: {exc}") from exc
+    return torch.tensor(ordered.to_numpy(), dtype=torch.float64)

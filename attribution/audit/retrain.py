@@ -1,0 +1,169 @@
+"""The retraining game's one expensive operation: train the valued phase on some owners.
+
+Base state: the run's model after its warm-up, with the optimizer state the warm-up left
+(rebuilt with `initial_model` + `warm_up`, exactly as the run started its valued phase).
+A retraining on owner set T: from the base state, the run's valued phase — same steps,
+optimizer, learning rate and batch size — as plain training on T's images only; then the
+loss of every value target on the run's own fixed draws (`TargetPlan.rows(0)`, exact).
+
+Two games (`--game`):
+- `subset`: the valued phase as plain training on T's images only — every batch is
+  drawn from T, so a lone owner sees its images as often as the whole catalogue was seen;
+- `batch-mask`: the run's own batches and draws, with the rows of owners outside T
+  dropped from each step's loss (the sum over T's rows, still divided by the batch
+  size): the counterfactual the in-run values take at each step, followed through the
+  whole trajectory instead of to first order at w_t.
+
+Retraining seed s changes only the valued phase's batch order and training noise
+(`seed + SEED_STRIDE·s`); the base model and the target draws stay the run's, so the
+spread between seeds is the noise of training itself, not of the yardstick. Seed 0 is the
+run's own draws: trained on every owner, it walks the run's trajectory bit for bit.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from royalty.attribution.audit.state import GAMES, CoalitionStore, Retraining
+from royalty.attribution.training.config import TrainConfig
+from royalty.attribution.data.folders import ImageTable
+from royalty.attribution.model.diffusion import noise_prediction_losses
+from royalty.attribution.training.optim import make_optimizer
+from royalty.attribution.training.targets import TargetPlan, TargetRows
+from royalty.attribution.training.device import module_device
+from royalty.attribution.training.trainer import initial_model
+from royalty.attribution.training.trajectory import (
+    Parallel, Tally, Valued, check_finite, set_lr, train_batch, valued_steps, warm_up, weights_sha256,
+)
+
+SEED_STRIDE = 1000  # retraining seed s draws batches and noise from config.seed + 1000·s
+
+PhaseFn = Callable[[str, int], None]  # (label, steps) when a warm-up or retraining starts
+StepFn = Callable[[int], None]  # steps done in the current phase
+
+
+@dataclass(frozen=True)
+class Phases:
+    on_phase: PhaseFn | None = None
+    on_step: StepFn | None = None
+
+    def start(self, label: str, steps: int) -> None:
+        if self.on_phase is not None:
+            self.on_phase(label, steps)
+
+    def step(self, done: int) -> None:
+        if self.on_step is not None:
+            self.on_step(done)
+
+
+def target_plan(config: TrainConfig, targets: ImageTable, reference: ImageTable | None) -> TargetPlan:
+    """The run's value targets and their fixed draws (what the trainer builds), always exact."""
+    groups = tuple(targets.images[i : i + 1] for i in range(len(targets)))
+    if reference is not None:
+        groups += (reference.images,)
+    return TargetPlan(groups, len(targets), config.timestep_draws, config.target_max_timestep, "exact", 0, config.seed)
+
+
+@torch.no_grad()
+def column_losses(unet, scheduler, rows: TargetRows) -> np.ndarray:
+    """ℓ_T per value target: the mean loss over its fixed draws (float64)."""
+    losses = noise_prediction_losses(unet, scheduler, rows.images, rows.timesteps, rows.noise).to(torch.float64)
+    n = len(rows.columns)
+    per = torch.zeros(n, dtype=torch.float64, device=losses.device).index_add(0, rows.slot, losses)
+    return (per / torch.bincount(rows.slot, minlength=n)).cpu().numpy()
+
+
+class Retrainer:
+    def __init__(
+        self, config: TrainConfig, train: ImageTable, plan: TargetPlan, total_steps: int,
+        store: CoalitionStore, phases: Phases = Phases(), game: str = "subset",
+    ) -> None:
+        if game not in GAMES:
+            raise ValueError(f"unknown retraining game {game!r}")
+        self.config, self.train, self.plan, self.total_steps, self.game = config, train, plan, total_steps, game
+        # the run's micro-batches and precision, in one process: the run's own arithmetic
+        # (a run trained on several processes summed its gradients in another order)
+        self.parallel = Parallel.of(config)
+        self.phases = phases
+        self.unet, self.scheduler, _ = initial_model(config)
+        self.unet.train()
+        device = module_device(self.unet)
+        self.rows = plan.rows(0).to(device)
+        self.images = train.images.to(device)  # where the model computes
+        self.base_seconds = 0.0
+        state = store.load_base()
+        if state is None:
+            started = time.monotonic()
+            state = self._warm_up()
+            store.save_base(state)
+            self.base_seconds = time.monotonic() - started
+        self.base_model, self.base_optimizer = state["model"], state["optimizer"]
+        self.unet.load_state_dict(self.base_model)
+        self.base_losses = column_losses(self.unet, self.scheduler, self.rows)
+
+    def _params(self) -> list[torch.nn.Parameter]:
+        # the trainer's parameter order: the optimizer state is matched to it by position
+        return [p for _, p in self.unet.named_parameters() if p.requires_grad]
+
+    def _warm_up(self) -> dict:
+        cfg = self.config
+        torch.manual_seed(cfg.seed)
+        optimizer = make_optimizer(cfg.optimizer, self._params(), cfg.lr, cfg.weight_decay)
+        self.phases.start("warm-up", cfg.warmup_steps)
+        warm_up(cfg, self.unet, self.scheduler, optimizer, self.images,
+                lambda done, _total, _loss: self.phases.step(done), cfg.warmup_steps, self.parallel)
+        return {"model": copy.deepcopy(self.unet.state_dict()), "optimizer": copy.deepcopy(optimizer.state_dict())}
+
+    def retrain(self, owners: frozenset[str], seed_index: int, label: str) -> Retraining:
+        """Train the valued phase on `owners`' images (as the game says), from the base state."""
+        started = time.monotonic()
+        cfg = dataclasses.replace(self.config, seed=self.config.seed + SEED_STRIDE * seed_index)
+        keep = [i for i, owner in enumerate(self.train.owners) if owner in owners]
+        if not keep:
+            raise ValueError("a retraining needs at least one owner's images")
+        self.unet.load_state_dict(self.base_model)
+        optimizer = make_optimizer(cfg.optimizer, self._params(), cfg.lr, cfg.weight_decay)
+        optimizer.load_state_dict(copy.deepcopy(self.base_optimizer))
+        torch.manual_seed(cfg.seed)
+        self.phases.start(label, self.total_steps)
+        if self.game == "subset" or len(keep) == len(self.train):
+            # everyone present: both games are the run's plain training (bit for bit at seed 0)
+            images = self.images[torch.tensor(keep, dtype=torch.long, device=self.images.device)]
+            valued_steps(
+                cfg, self.unet, self.scheduler, optimizer, images, Valued(self.plan, None, None, self.parallel),
+                Tally.zeros(len(keep), self.plan.n_columns), 0, self.total_steps, self.phases.step,
+            )
+        else:
+            present = torch.zeros(len(self.train), dtype=torch.bool)
+            present[torch.tensor(keep, dtype=torch.long)] = True
+            self._masked_steps(cfg, optimizer, present)
+        losses = column_losses(self.unet, self.scheduler, self.rows)
+        return Retraining(owners, seed_index, tuple(float(x) for x in losses), time.monotonic() - started,
+                          weights_sha256(self.unet))
+
+    def _masked_steps(self, cfg: TrainConfig, optimizer: torch.optim.Optimizer, present: torch.Tensor) -> None:
+        """The run's batches with absent owners' rows dropped: gradient Σ_{rows in T} ∇ℓ / B."""
+        set_lr(optimizer, cfg.lr)
+        params = self._params()
+        n_timesteps = self.scheduler.config.num_train_timesteps
+        for step in range(self.total_steps):
+            idx, x0, t, noise = train_batch(cfg, step, self.images, n_timesteps)
+            rows = present[idx].to(x0.device)
+            optimizer.zero_grad(set_to_none=False)
+            for p in params:  # a step with none of T's rows still steps, with a zero gradient
+                if p.grad is None:
+                    p.grad = torch.zeros_like(p)
+            if bool(rows.any()):
+                with self.parallel.autocast(x0.device):  # micro-batches would only change the summation order
+                    loss = noise_prediction_losses(self.unet, self.scheduler, x0[rows], t[rows], noise[rows]).sum() / len(idx)
+                check_finite(float(loss), f"masked retraining step {step}")
+                loss.backward()
+            optimizer.step()
+            self.phases.step(step + 1)

@@ -1,0 +1,377 @@
+"""In-Run Data Shapley for one optimizer step (docs/design.md §1–2).
+
+Per step, one forward+backward over the training batch (the exact backward plain
+training does, so the optimizer sees bit-identical gradients) and one forward+backward
+over the target rows. Hooks record each covered layer's inputs and output gradients;
+the per-layer rules and paths turn them into the B×K matrix
+
+    φ(z, k) = (η / B) · ⟨P ∇ℓ_T(x_k), ∇ℓ(z)⟩        (P = I for SGD)
+
+and, for order 2, the curvature term −½ (η/B)² ∇ℓ(z)ᵀ P H_k P Σ_j ∇ℓ(z_j).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from royalty.attribution.engine.capture import Capture, Covered, capturing
+from royalty.attribution.engine.hvp import HVP_METHODS, HvpMethod, RowLossFn, hessian_vector_products
+from royalty.attribution.engine.paths import (
+    DEFAULT_MATERIALIZE_LIMIT,
+    PathName,
+    choose_path,
+    dots_dense,
+    dots_ghost,
+    shapes_of,
+    target_sums,
+)
+from royalty.attribution.engine.rules import RULES, Dense, Factored, PerSample, rule_for
+from royalty.errors import UnsupportedModelError, UsageError
+
+LossFn = Callable[[], torch.Tensor]  # runs the model, returns one unreduced loss per row
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    order: int = 1
+    # Pin the path of parameters: key = full parameter name, or a module type name
+    # ("Linear", "Conv2d"), or "*"; value = "ghost" | "materialize" | "forward".
+    paths: Mapping[str, PathName] = field(default_factory=dict)
+    materialize_limit: int = DEFAULT_MATERIALIZE_LIMIT
+    # On the first step, check Σ of the per-sample gradients equals the gradient autograd
+    # computed (catches a parameter used outside its module's forward) and one row's
+    # equals the gradient of its own loss (catches a layer mixing samples, e.g. BatchNorm)
+    self_check: bool = True
+    # Relative tolerance of that check; None: by the parameters' dtype. Mixed precision
+    # (bf16 autocast) rounds autograd's gradient to 8 bits of mantissa: it needs more.
+    self_check_rtol: float | None = None
+    # Order 2: how the per-target Hessian-vector products run (attribution/engine/hvp.py), and
+    # about how many target rows one batched double backward holds (bounds its memory)
+    hvp: HvpMethod = "loop"
+    hvp_chunk_rows: int = 64
+
+    def __post_init__(self) -> None:
+        if self.order not in (1, 2):
+            raise UsageError(f"order must be 1 or 2, got {self.order}")
+        if self.hvp not in HVP_METHODS:
+            raise UsageError(f"hvp must be one of {', '.join(HVP_METHODS)}, got {self.hvp!r}")
+        if self.hvp_chunk_rows < 1:
+            raise UsageError(f"hvp_chunk_rows must be at least 1, got {self.hvp_chunk_rows}")
+        for key, path in self.paths.items():
+            if path not in ("ghost", "materialize", "forward"):
+                raise UsageError(f"unknown path {path!r} for {key!r}")
+
+
+@dataclass(frozen=True)
+class StepValues:
+    first: torch.Tensor  # [B, K] float64: first-order values
+    second: torch.Tensor  # [B, K] float64: the second-order term alone (0 for order 1)
+    train_loss: float  # mean training loss at w_t
+    target_losses: torch.Tensor  # [K] float64: ℓ_T(w_t, x_k)
+    paths: dict[str, PathName]  # the path each parameter took
+    row_losses: torch.Tensor | None = None  # [B] this call's training losses, micro-batches in order
+
+    @property
+    def total(self) -> torch.Tensor:
+        return self.first + self.second
+
+
+def plan_model(model: nn.Module) -> tuple[Covered, ...]:
+    """Every module with trainable direct parameters, each covered by a rule — or refuse."""
+    covered: list[Covered] = []
+    uncovered: list[str] = []
+    for name, module in model.named_modules():
+        trainable = tuple(n for n, p in module.named_parameters(recurse=False) if p.requires_grad)
+        if not trainable:
+            continue
+        rule = rule_for(module)
+        missing = trainable if rule is None else tuple(n for n in trainable if n not in rule.param_names)
+        for n in missing:
+            uncovered.append(f"{name}.{n} ({type(module).__name__})" if name else f"{n} ({type(module).__name__})")
+        if rule is not None:
+            covered.append(Covered(name, module, tuple(n for n in trainable if n in rule.param_names)))
+    if uncovered:
+        supported = ", ".join(sorted(t.__name__ for t in RULES))
+        raise UnsupportedModelError(
+            "no attribution rule covers these trainable parameters: "
+            + ", ".join(uncovered)
+            + f". Supported layers: {supported}. Freeze them (requires_grad=False) to train without them."
+        )
+    if not covered:
+        raise UnsupportedModelError("the model has no trainable parameters")
+    return tuple(covered)
+
+
+class ValueEngine:
+    """Computes a step's values; holds only the model's plan, never per-step state."""
+
+    def __init__(self, model: nn.Module, config: EngineConfig = EngineConfig()) -> None:
+        self.config = config
+        self.model = model
+        self.covered = plan_model(model)
+        self._type_of = {
+            f"{c.name}.{p}" if c.name else p: type(c.module).__name__ for c in self.covered for p in c.params
+        }
+        self.params: dict[str, nn.Parameter] = {n: p for n, p in model.named_parameters() if p.requires_grad}
+        self._checked = not config.self_check
+
+    def step(
+        self,
+        train_losses: LossFn | Sequence[LossFn],
+        target_losses: RowLossFn,
+        target_index: torch.Tensor,
+        n_targets: int,
+        lr: float,
+        preconditioner: Callable[[Mapping[str, torch.Tensor]], Mapping[str, torch.Tensor]] | None = None,
+        finish_grads: Callable[[], None] | None = None,
+        step_rows: int | None = None,
+        gather_targets: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    ) -> StepValues:
+        """Backward the mean training loss into `.grad` (as plain training does) and value it.
+
+        `train_losses` is one loss function, or one per micro-batch (gradient accumulation:
+        each is backwarded in turn, `.grad` accumulating). `finish_grads()` runs after the
+        last backward and before P and the values are taken from `.grad`: it turns the
+        accumulated local gradients into the step's gradient (accumulation scaling, the
+        data-parallel all-reduce). `step_rows` is the number of rows the step's update
+        averages over, across micro-batches and processes (None: this call's rows); the
+        values are (η / step_rows)⟨P ∇ℓ_T, ∇ℓ(z)⟩ for this call's rows.
+        `target_losses(None)` returns one loss per target row (`target_losses(rows)` those
+        rows only); row r belongs to target `target_index[r]`, and a target's loss is the
+        mean of its rows.
+        `preconditioner(grads)` returns P (same shapes) from this step's gradients.
+        `gather_targets`: this call's `n_targets` targets are one process's share of the
+        step's; `gather_targets(local)` turns a [n_targets, ...] tensor into the step's
+        [K, ...] (every process's shares in target order). Each target's gradient sums
+        (and Hessian-vector products) are gathered, so the values cover all K targets;
+        ghost, which needs the targets' factors rather than their sums, is not used.
+        """
+        gather = gather_targets if gather_targets is not None else (lambda local: local)
+        micro = (train_losses,) if callable(train_losses) else tuple(train_losses)
+        # 1. the training batch: exactly the backward plain training runs (per micro-batch)
+        trains: list[dict[str, PerSample]] = []
+        row_losses: list[torch.Tensor] = []
+        for fn in micro:
+            check = not self._checked  # the first micro-batch of the first step
+            with capturing(self.covered) as cap:
+                losses = fn()
+                loss = losses.mean()
+                loss.backward(retain_graph=check and losses.shape[0] > 1)  # the check backwards one row again
+            _upcast(cap)
+            train = cap.collect()
+            if check:  # against this micro-batch's gradient alone
+                self._self_check(train, cap, losses)
+                self._checked = True
+            trains.append(train)
+            row_losses.append(losses.detach())
+        if finish_grads is not None:
+            finish_grads()
+        grads = {n: p.grad for n, p in self.params.items()}
+        sizes = [int(r.shape[0]) for r in row_losses]
+        n_train = sum(sizes)
+        rows_total = step_rows if step_rows is not None else n_train
+
+        # 2. the targets at the same weights: output gradients only, no weight gradients
+        counts = torch.bincount(target_index, minlength=n_targets)
+        if bool((counts == 0).any()):
+            raise ValueError("every target needs at least one row")
+        # the parameters' dtype, never the training loss's: under autocast that can be bf16
+        weights = 1.0 / counts.to(next(iter(self.params.values())).dtype)
+        with capturing(self.covered, grab_grads=False) as tcap:
+            rows = target_losses(None)
+            per_target = torch.zeros(n_targets, dtype=rows.dtype, device=rows.device).index_add(0, target_index, rows * weights[target_index].to(rows.dtype))
+            outs = tcap.outputs()
+            out_grads = torch.autograd.grad(per_target.sum(), outs, allow_unused=True)
+            tcap.set_output_grads([g if g is not None else torch.zeros_like(o) for g, o in zip(out_grads, outs)])
+        target = tcap.collect()
+        n_target_rows = rows.shape[0]
+        all_target_losses = gather(per_target.detach().to(torch.float64))
+        k_all = all_target_losses.shape[0]
+
+        precond = dict(preconditioner(grads)) if preconditioner is not None else None
+        firsts = [torch.zeros(size, k_all, dtype=torch.float64, device=losses.device) for size in sizes]
+        chosen: dict[str, PathName] = {}
+        dense = precond is not None or gather_targets is not None
+        for name in self.params:
+            tg = target[name]
+            u = None  # the parameter's [K, ...] target gradients: once per step, freed after
+            for train, first in zip(trains, firsts):
+                tr = train[name]
+                path = self._path(name, tr, tg, n_target_rows, n_targets, dense_target=dense)
+                chosen[name] = path
+                if path == "ghost":
+                    assert isinstance(tr, Factored) and isinstance(tg, Factored)
+                    d = dots_ghost(tr, tg, target_index, n_targets)
+                else:
+                    if u is None:
+                        u = gather(target_sums(tg, target_index, n_targets))
+                        if precond is not None:
+                            u = u * _as_rows(precond[name], tr).unsqueeze(0)
+                    d = dots_dense(tr, u, path)
+                first += d.to(torch.float64)
+        for first, size in zip(firsts, sizes):
+            # captured train gradients are of the micro-batch's *mean* loss, i.e. ∇ℓ(z)/size;
+            # the step averages over rows_total rows (× 1.0 exactly when they are the same)
+            first *= lr
+            first *= size / rows_total
+
+        seconds = [torch.zeros_like(f) for f in firsts]
+        if self.config.order == 2:
+            seconds = self._second_order(
+                target_losses, target_index, n_targets, trains, sizes, grads, precond, chosen, rows_total, lr, gather
+            )
+
+        return StepValues(
+            first=firsts[0] if len(firsts) == 1 else torch.cat(firsts),
+            second=seconds[0] if len(seconds) == 1 else torch.cat(seconds),
+            train_loss=float(loss.detach()) if len(micro) == 1 else float(torch.cat(row_losses).mean()),
+            target_losses=all_target_losses,
+            paths=chosen,
+            row_losses=torch.cat(row_losses),
+        )
+
+    # -- helpers -----------------------------------------------------------------
+
+    def _path(self, name: str, tr: PerSample, tg: PerSample, rows: int, k: int, dense_target: bool) -> PathName:
+        pinned = self.config.paths.get(name) or self.config.paths.get(self._type_of[name]) or self.config.paths.get("*")
+        if isinstance(tr, Dense):
+            return "materialize"  # already per-sample gradients: nothing else to choose
+        if pinned is not None:
+            if pinned == "ghost" and dense_target:
+                raise UsageError(f"path 'ghost' cannot be used for {name}: the target side is preconditioned (Adam) or shared over processes")
+            return pinned
+        assert isinstance(tg, Factored)
+        itemsize = self.params[name].element_size()
+        return choose_path(shapes_of(tr, tg, rows, k, itemsize), dense_target, self.config.materialize_limit)
+
+    def _self_check(self, train: Mapping[str, PerSample], cap: Capture, losses: torch.Tensor) -> None:
+        """Refuse a model whose per-sample gradients the hooks cannot see whole.
+
+        Two checks, each parameter's error judged against the magnitude of the terms its
+        gradient sums (Σ over samples and positions of |term|, rules/base.py). That
+        magnitude bounds the rounding of any order of summation and is never zero by
+        symmetry: a bias before a GroupNorm of one channel per group (diffusers' default
+        UNet2DModel) has a gradient of exactly zero, and both sides compute rounding noise.
+
+        - sums: Σ of the per-sample gradients equals the gradient autograd computed (a
+          weight used outside its module's forward adds terms the hooks never see);
+        - one row: row 0's per-sample gradient equals the gradient of row 0's loss alone,
+          from a second backward of the retained graph (a layer that mixes samples, such
+          as BatchNorm in training mode, passes the first check: the hooks see the whole
+          batch's gradient, but each row's share of it is not that row's own).
+        """
+        grads = {n: p.grad for n, p in self.params.items()}
+        # magnitudes first: the row's backward re-runs the capture's gradient hooks
+        whole = cap.magnitudes()
+        rows = int(losses.shape[0])
+        first_row = cap.magnitudes(slice(0, 1)) if rows > 1 else None
+        own: dict[str, torch.Tensor | None] = {}
+        if rows > 1:
+            # row 0's loss alone, weighted as the mean weights it: equal to the captured row 0
+            weight = torch.zeros_like(losses)
+            weight[0] = 1.0 / rows
+            names = list(self.params)
+            got = torch.autograd.grad(losses, [self.params[n] for n in names], weight, allow_unused=True)
+            own = dict(zip(names, got))
+        tol = self.config.self_check_rtol
+        floor = 1e-6 * max((float(m.abs().max()) for m in whole.values() if m.numel()), default=0.0)
+        not_summing, mixing = [], []
+        for name, g in grads.items():
+            rep = train[name]
+            per_sample = (rep.materialize() if isinstance(rep, Factored) else rep.g).reshape(-1, *g.shape)
+            rtol = tol if tol is not None else 1e-3 if g.dtype in (torch.float32, torch.float16, torch.bfloat16) else 1e-8
+            if _off(per_sample.sum(0), g) > rtol * max(_scale(whole[name]), floor):
+                not_summing.append(name)
+            elif first_row is not None:
+                mine = own[name] if own[name] is not None else torch.zeros_like(g)
+                if _off(per_sample[0], mine) > rtol * max(_scale(first_row[name]), floor):
+                    mixing.append(name)
+        if not_summing:
+            raise UnsupportedModelError(
+                "per-sample gradients do not add up to the training gradient for: "
+                + ", ".join(not_summing)
+                + " (a parameter used outside its module's forward, which the per-layer hooks do not see)"
+            )
+        if mixing:
+            raise UnsupportedModelError(
+                "a training row's per-sample gradient is not the gradient of its own loss for: "
+                + ", ".join(mixing)
+                + " (a layer mixing the samples of a batch, such as BatchNorm in training mode: "
+                "put it in eval mode or replace it, e.g. with GroupNorm)"
+            )
+
+    def _second_order(
+        self,
+        target_losses: RowLossFn,
+        target_index: torch.Tensor,
+        n_targets: int,
+        trains: Sequence[Mapping[str, PerSample]],
+        sizes: Sequence[int],
+        grads: Mapping[str, torch.Tensor],
+        precond: Mapping[str, torch.Tensor] | None,
+        chosen: dict[str, PathName],
+        rows_total: int,
+        lr: float,
+        gather: Callable[[torch.Tensor], torch.Tensor],
+    ) -> list[torch.Tensor]:
+        names = list(self.params)
+        params = [self.params[n] for n in names]
+        # v = P Σ_j ∇ℓ(z_j) over the step's whole batch; `.grad` holds its mean
+        v = [grads[n] * rows_total * (precond[n] if precond is not None else 1.0) for n in names]
+        hvps = hessian_vector_products(
+            self.model, target_losses, target_index, n_targets, names, params, v, self.config.hvp, self.config.hvp_chunk_rows
+        )
+        hv = [gather(h) for h in hvps]
+        outs = []
+        for train, size in zip(trains, sizes):
+            out = torch.zeros(size, hv[0].shape[0], dtype=torch.float64, device=v[0].device)
+            for name, h in zip(names, hv):
+                tr = train[name]
+                u = h if precond is None else h * precond[name].unsqueeze(0)
+                path = chosen[name] if chosen[name] != "ghost" else "materialize"
+                out += dots_dense(tr, _as_rows(u, tr), path).to(torch.float64)
+            # train reps are ∇ℓ(z)/size, so out = (1/size) ∇ℓ(z)ᵀ P H P Σ∇ℓ; the term is
+            # −½ (η/B)² ∇ℓ(z)ᵀ P H P Σ∇ℓ = out · (−½ η² / B) · (size / B), B = rows_total
+            out = out * (-0.5 * lr * lr / rows_total)
+            out *= size / rows_total
+            outs.append(out)
+        return outs
+
+
+def _off(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a - b).abs().max()) if a.numel() else 0.0
+
+
+def _scale(m: torch.Tensor) -> float:
+    return float(m.abs().max()) if m.numel() else 0.0
+
+
+def _as_rows(t: torch.Tensor, rep: PerSample) -> torch.Tensor:
+    """A parameter-shaped tensor (with any leading axes) in the rep's [G, d, p] layout."""
+    if isinstance(rep, Factored):
+        g, _, d, p = rep.dims
+        return t.reshape(*t.shape[: t.dim() - len(rep.shape)], g, d, p)
+    return t
+
+
+_LOW_PRECISION = (torch.float16, torch.bfloat16)
+
+
+def _upcast(cap: Capture) -> None:
+    """Mixed precision: the rules compute per-sample gradients in float32.
+
+    Under autocast a layer's input and output gradient can be bf16; the per-sample
+    gradients are then the float32 products of those bf16 factors — the gradient the
+    low-precision step used, up to the rounding of autograd's own bf16 products.
+    Float32 captures are left untouched (a full-precision run is bit-identical).
+    """
+    for call in cap.calls:
+        if call.x.dtype in _LOW_PRECISION:
+            call.x = call.x.float()
+    for i, g in enumerate(cap.grads):
+        if g is not None and g.dtype in _LOW_PRECISION:
+            cap.grads[i] = g.float()

@@ -1,6 +1,0 @@
-"""The per-layer rule registry: one module per layer type, each registering itself."""
-
-from royalty.attribution.rules import conv2d, embedding, groupnorm, layernorm, linear  # noqa: F401
-from royalty.attribution.rules.base import RULES, Dense, Factored, Patches, PerSample, rule_for
-
-__all__ = ["RULES", "Dense", "Factored", "Patches", "PerSample", "rule_for"]

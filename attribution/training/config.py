@@ -1,0 +1,164 @@
+"""The training run's configuration: everything that decides its values."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from royalty.errors import DataError, UsageError
+
+ESTIMATORS = ("exact", "fresh", "subset")
+MIXED_PRECISION = ("no", "bf16")
+# accelerate's --mixed_precision reaches the processes as this variable
+ACCELERATE_MIXED_PRECISION = "ACCELERATE_MIXED_PRECISION"
+# Options added after runs were first recorded: at these values they are left out of the
+# recipe hash, so a run recorded before they existed keeps its recipe and run id.
+_LATER_DEFAULTS = {
+    "gradient_accumulation_steps": 1, "mixed_precision": "no", "device": "cpu", "train_max_timestep": None,
+    "allow_duplicates": False,
+}
+# --device: the CPU, or a CUDA GPU (under a launcher "cuda" is each process's own GPU)
+DEVICE_PATTERN = re.compile(r"cpu|cuda(:[0-9]+)?")
+REFERENCE_TARGETS_MEAN = "targets-mean"
+REFERENCE_NONE = "none"
+
+
+def mixed_precision_of(requested: str | None, env: Mapping[str, str] = os.environ) -> str:
+    """--mixed-precision, or what `accelerate launch --mixed_precision` asked for.
+
+    accelerate passes its choice in the environment and sets it to "no" when it was not
+    given, so "no" there defers to the option; any other value must agree with it.
+    """
+    launcher = env.get(ACCELERATE_MIXED_PRECISION, "no").lower()
+    if launcher == "no":
+        return requested or "no"
+    if requested is not None and requested != launcher:
+        raise UsageError(
+            f"--mixed-precision {requested} but accelerate launch --mixed_precision {launcher} "
+            f"({ACCELERATE_MIXED_PRECISION}={launcher}): give one, or the same in both"
+        )
+    if launcher not in MIXED_PRECISION:
+        raise UsageError(
+            f"accelerate launch --mixed_precision {launcher}: royalty trains in {' or '.join(MIXED_PRECISION)} "
+            f"(fp16 needs a loss scaler the values would have to undo); relaunch with --mixed_precision bf16 or no"
+        )
+    return launcher
+
+
+def check_device_name(name: str) -> None:
+    """The syntax of --device, checked before torch loads (device.py checks the hardware)."""
+    if not DEVICE_PATTERN.fullmatch(name):
+        raise UsageError(f"--device must be cpu, cuda or cuda:N, got {name!r}")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    data: Path
+    targets: Path
+    out: Path
+    model: Path | None = None  # None: the default tiny UNet built from code
+    resolution: int = 32
+    steps: int | None = None
+    epochs: float | None = None
+    batch_size: int = 16
+    lr: float = 0.01
+    optimizer: str = "sgd"
+    weight_decay: float = 0.0
+    order: int = 1
+    timestep_draws: int = 4  # M: fixed (timestep, noise) draws per target image
+    target_max_timestep: int = 250  # target draws at low noise (docs/design.md §1.8: more faithful)
+    # valued steps draw training timesteps below this (None: the scheduler's whole range);
+    # the warm-up always uses the whole range
+    train_max_timestep: int | None = None
+    estimator: str = "exact"  # exact | fresh (one fresh draw per target per step) | subset
+    target_subset: int = 0  # targets per step for estimator=subset
+    reference: str = REFERENCE_TARGETS_MEAN  # a folder, "targets-mean" or "none"
+    seed: int = 0
+    values: bool = True
+    checkpoint_every: int = 0
+    warmup_steps: int = 0  # plain steps on the pooled data before the attributed phase
+    warmup_lr: float | None = None  # learning rate of the warm-up (default: lr)
+    freeze: tuple[str, ...] = ()  # fnmatch patterns of parameter names kept fixed
+    # a step's batch is this many micro-batches of batch_size rows (over all processes)
+    gradient_accumulation_steps: int = 1
+    mixed_precision: str = "no"  # "bf16": autocast of the training forward; values in float32/64
+    device: str = "cpu"  # "cpu", "cuda" or "cuda:N" (attribution/training/device.py resolves it)
+    # train on an image its owner listed more than once (two owners are always refused)
+    allow_duplicates: bool = False
+
+    def __post_init__(self) -> None:
+        if self.steps is not None and self.epochs is not None:
+            raise UsageError("give --steps or --epochs, not both")
+        if self.steps is not None and self.steps < 1:
+            raise UsageError(f"--steps must be at least 1, got {self.steps}")
+        if self.epochs is not None and self.epochs <= 0:
+            raise UsageError(f"--epochs must be positive, got {self.epochs}")
+        if self.batch_size < 1:
+            raise UsageError(f"--batch-size must be at least 1, got {self.batch_size}")
+        if not self.lr > 0:
+            raise UsageError(f"--lr must be positive, got {self.lr}")
+        if self.optimizer not in ("sgd", "adamw"):
+            raise UsageError(f"--optimizer must be sgd or adamw, got {self.optimizer!r}")
+        if self.order not in (1, 2):
+            raise UsageError(f"--order must be 1 or 2, got {self.order}")
+        if self.timestep_draws < 1:
+            raise UsageError(f"--timestep-draws must be at least 1, got {self.timestep_draws}")
+        if not 1 <= self.target_max_timestep <= 1000:
+            raise UsageError(f"--target-max-timestep must be in 1..1000, got {self.target_max_timestep}")
+        if self.train_max_timestep is not None and not 1 <= self.train_max_timestep <= 1000:
+            raise UsageError(f"--train-max-timestep must be in 1..1000, got {self.train_max_timestep}")
+        if self.estimator not in ESTIMATORS:
+            raise UsageError(f"--estimator must be one of {', '.join(ESTIMATORS)}, got {self.estimator!r}")
+        if self.estimator == "subset" and self.target_subset < 1:
+            raise UsageError("--estimator subset needs --target-subset N (targets per step)")
+        if self.warmup_lr is not None and not self.warmup_lr > 0:
+            raise UsageError(f"--warmup-lr must be positive, got {self.warmup_lr}")
+        if self.checkpoint_every < 0 or self.warmup_steps < 0:
+            raise UsageError("--checkpoint-every and --warmup-steps cannot be negative")
+        if self.gradient_accumulation_steps < 1:
+            raise UsageError(f"--gradient-accumulation-steps must be at least 1, got {self.gradient_accumulation_steps}")
+        if self.mixed_precision not in MIXED_PRECISION:
+            raise UsageError(f"--mixed-precision must be one of {', '.join(MIXED_PRECISION)}, got {self.mixed_precision!r}")
+        check_device_name(self.device)
+
+    @property
+    def step_batch_size(self) -> int:
+        """Rows one optimizer step averages over: the union of its micro-batches."""
+        return self.batch_size * self.gradient_accumulation_steps
+
+    def total_steps(self, n_train: int) -> int:
+        if self.steps is not None:
+            return self.steps
+        epochs = self.epochs if self.epochs is not None else 1.0
+        return max(1, -(-int(round(epochs * n_train)) // self.step_batch_size))
+
+    def to_json(self) -> dict[str, Any]:
+        return {k: (str(v) if isinstance(v, Path) else v) for k, v in dataclasses.asdict(self).items()}
+
+    @classmethod
+    def from_json(cls, doc: dict[str, Any], **changes: Any) -> TrainConfig:
+        """The config a run.json recorded (`to_json`), with `changes` applied."""
+        fields = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(doc) - fields)
+        if unknown:
+            raise DataError(f"run.json config has unknown keys {', '.join(unknown)}: written by another royalty version?")
+        values = dict(doc)
+        for key in ("data", "targets", "out"):
+            values[key] = Path(values[key])
+        if values.get("model") is not None:
+            values["model"] = Path(values["model"])
+        values["freeze"] = tuple(values.get("freeze", ()))
+        values.update(changes)
+        return cls(**values)
+
+    def recipe_hash(self) -> str:
+        """What must match for --resume to continue a run: everything but paths of outputs."""
+        recipe = {k: v for k, v in self.to_json().items() if k not in ("out",) and _LATER_DEFAULTS.get(k, object()) != v}
+        return hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()

@@ -1,0 +1,98 @@
+"""The target side of each step: which (image, timestep, noise) rows it evaluates.
+
+A *value target* is what a column of values is about: each target image, plus the
+reference set R when the run has one (one more target whose loss is the mean over its
+images, docs/design.md §1.7). Three estimators:
+
+- exact: M fixed draws per image, chosen once from the seed and reused every step
+  (common random numbers), so ℓ_T(w) is a deterministic function of w;
+- fresh: one new draw per image per step — unbiased for the values averaged over draws;
+- subset: the exact draws of a random subset of S targets per step, values scaled K/S —
+  unbiased for the run's summed values; R (if any) is evaluated every step.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from royalty.attribution.training.draws import generator, noise_draws
+
+
+@dataclass(frozen=True)
+class TargetRows:
+    images: torch.Tensor  # [T, 3, R, R]
+    timesteps: torch.Tensor  # [T]
+    noise: torch.Tensor  # [T, 3, R, R]
+    slot: torch.Tensor  # [T]: which slot (engine column) each row belongs to
+    columns: torch.Tensor  # [S]: the value-target column of each slot
+    scale: torch.Tensor  # [S]: weight of the slot's values in the run's sums
+
+    def to(self, device: torch.device) -> "TargetRows":
+        """The rows on `device` (draws are made on the CPU); the per-slot columns stay with the tally, on the CPU."""
+        return TargetRows(
+            self.images.to(device), self.timesteps.to(device), self.noise.to(device), self.slot.to(device),
+            self.columns, self.scale,
+        )
+
+    def shard(self, start: int, stop: int) -> "TargetRows":
+        """The rows of slots [start, stop), renumbered from 0: one process's share of the targets."""
+        keep = (self.slot >= start) & (self.slot < stop)
+        return TargetRows(
+            self.images[keep], self.timesteps[keep], self.noise[keep], self.slot[keep] - start,
+            self.columns[start:stop], self.scale[start:stop],
+        )
+
+    def select(self, rows: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(images, timesteps, noise) of the given rows (None: all)."""
+        if rows is None:
+            return self.images, self.timesteps, self.noise
+        return self.images[rows], self.timesteps[rows], self.noise[rows]
+
+
+@dataclass(frozen=True)
+class TargetPlan:
+    groups: tuple[torch.Tensor, ...]  # per value target: its images [n_v, 3, R, R]
+    n_targets: int  # K real targets (columns 0..K-1); a reference, if any, is column K
+    draws: int
+    max_timestep: int
+    estimator: str
+    subset: int
+    seed: int
+
+    @property
+    def n_columns(self) -> int:
+        return len(self.groups)
+
+    def rows(self, step: int) -> TargetRows:
+        if self.estimator == "fresh":
+            return self._rows(range(self.n_columns), draws=1, purpose="target-fresh", index=step, scale=1.0)
+        if self.estimator == "subset" and self.subset < self.n_targets:
+            pick = torch.randperm(self.n_targets, generator=generator(self.seed, "target-subset", step))[: self.subset]
+            chosen = sorted(int(i) for i in pick) + list(range(self.n_targets, self.n_columns))
+            scale = self.n_targets / self.subset
+            return self._rows(chosen, self.draws, "target-draws", 0, scale)
+        return self._rows(range(self.n_columns), self.draws, "target-draws", 0, 1.0)
+
+    def _rows(self, columns, draws: int, purpose: str, index: int, scale: float) -> TargetRows:
+        images, slots, ts, noises, cols, scales = [], [], [], [], [], []
+        for slot, col in enumerate(columns):
+            group = self.groups[col]
+            n = group.shape[0] * draws
+            # each column's draws depend only on (column, step): a subset sees the same rows
+            t, noise = noise_draws(self.seed, f"{purpose}:{col}", index, n, tuple(group.shape[1:]), self.max_timestep)
+            images.append(group.repeat_interleave(draws, dim=0))
+            ts.append(t)
+            noises.append(noise)
+            slots.append(torch.full((n,), slot, dtype=torch.long))
+            cols.append(col)
+            scales.append(scale if col < self.n_targets else 1.0)
+        return TargetRows(
+            torch.cat(images),
+            torch.cat(ts),
+            torch.cat(noises),
+            torch.cat(slots),
+            torch.tensor(cols, dtype=torch.long),
+            torch.tensor(scales, dtype=torch.float64),
+        )

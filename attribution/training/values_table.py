@@ -1,0 +1,35 @@
+"""values.parquet as a table: one row per training sample × target, sample-major (docs/design.md §4)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+
+from royalty.attribution.contract.run_folder import SPECIFIC_COLUMN
+
+
+def values_frame(
+    sample_ids: Sequence[str],
+    owners: Sequence[str],
+    target_ids: Sequence[str],
+    first: torch.Tensor,
+    second: torch.Tensor,
+    reference: torch.Tensor | None,
+) -> pd.DataFrame:
+    """`first`/`second`: [n, k] run sums; `reference`: [n] each sample's value for R, or None."""
+    n, k = len(sample_ids), len(target_ids)
+    total = first + second
+    frame = pd.DataFrame({
+        "sample_id": np.repeat(np.array(sample_ids, dtype=object), k),
+        "owner": np.repeat(np.array(owners, dtype=object), k),
+        "target_id": np.tile(np.array(target_ids, dtype=object), n),
+        "value": total.reshape(-1).numpy(),
+        "value_first_order": first.reshape(-1).numpy(),
+        "value_second_order": second.reshape(-1).numpy(),
+    })
+    if reference is not None:
+        frame[SPECIFIC_COLUMN] = (total - reference.reshape(n, 1)).reshape(-1).numpy()
+    return frame
