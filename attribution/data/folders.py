@@ -11,17 +11,12 @@ Every metadata check runs before any image is decoded, so a bad row fails in
 milliseconds, and every error names the file and row. One image listed twice in the
 training data (the same file, or byte-identical copies) is refused: under two owners
 always, since both would be paid for it; under one owner unless the caller allows it
-(`royalty train --allow-duplicates`). Row numbers: for metadata.csv,
-"row N" is the N-th record after the header, counting from 1 (blank records count, so
-without quoted line breaks row N sits on line N + 1); for metadata.jsonl, "line N" is the
-physical line, counting from 1.
+(`royalty train --allow-duplicates`). Metadata rows are numbered as metadata.py says.
 """
 
 from __future__ import annotations
 
-import csv
 import hashlib
-import json
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -31,13 +26,9 @@ from pathlib import Path, PurePosixPath
 import pandas as pd
 import torch
 
+from royalty.attribution.data.metadata import Metadata, read_metadata, require_columns
 from royalty.attribution.data.images import IMAGE_EXTENSIONS, ImageDecodeError, decode_image, list_image_files
 from royalty.errors import DataError, InputMissingError, UsageError
-
-METADATA_NAMES = ("metadata.csv", "metadata.jsonl")
-
-# Columns whose values identify or pay someone: they must be plain scalars in JSONL.
-_KEY_COLUMNS = ("file_name", "owner", "sample_id", "target_id")
 
 # "C:\x", "C:x" and "\\server\x" name files outside the folder when the tool runs on
 # Windows; reject them everywhere so a data set means the same on every machine.
@@ -72,28 +63,6 @@ class _Item:
     owner: str
 
 
-@dataclass(frozen=True)
-class _Metadata:
-    path: Path
-    frame: pd.DataFrame  # all cells str, blank records dropped, index 0..n-1
-    numbers: tuple[int, ...]  # row (CSV) or line (JSONL) number of each frame row
-
-    @property
-    def unit(self) -> str:
-        return "line" if self.path.suffix == ".jsonl" else "row"
-
-    def cell(self, i: int, column: str) -> str:
-        return self.frame.at[i, column] if column in self.frame.columns else ""
-
-    def where(self, i: int) -> str:
-        return f"{self.path} {self.short(i)}"
-
-    def short(self, i: int) -> str:
-        base = f"{self.unit} {self.numbers[i]}"
-        file_name = self.cell(i, "file_name")
-        return f"{base} (file_name {file_name!r})" if file_name else base
-
-
 class Duplicates(Enum):
     """What `load_training_data` does with one image listed more than once."""
 
@@ -123,7 +92,7 @@ def load_training_data(folder: Path, resolution: int, *, duplicates: Duplicates 
     """
     _check_resolution(resolution)
     root = _existing_folder(folder, "data folder")
-    meta = _read_metadata(root)
+    meta = read_metadata(root)
     if meta is None:
         raise DataError(
             f"data folder {root} has no metadata.csv or metadata.jsonl; "
@@ -131,7 +100,7 @@ def load_training_data(folder: Path, resolution: int, *, duplicates: Duplicates 
         )
     if len(meta.frame) == 0:
         raise DataError(f"{meta.path} has no rows: the data folder {root} is empty")
-    _require_columns(meta, ("file_name", "owner"))
+    require_columns(meta, ("file_name", "owner"))
     items = [_training_item(root, meta, i) for i in range(len(meta.frame))]
     _check_unique_ids(items, "sample_id")
     if duplicates is not Duplicates.UNCHECKED:
@@ -150,13 +119,13 @@ def load_targets(folder: Path, resolution: int, *, what: str = "targets") -> Ima
     """
     _check_resolution(resolution)
     root = _existing_folder(folder, f"{what} folder")
-    meta = _read_metadata(root)
+    meta = read_metadata(root)
     if meta is None:
         items, extra = _unlisted_target_items(root, what)
     else:
         if len(meta.frame) == 0:
             raise DataError(f"no {_plural(what)}: {meta.path} has no rows")
-        _require_columns(meta, ("file_name",))
+        require_columns(meta, ("file_name",))
         items = [_target_item(root, meta, i) for i in range(len(meta.frame))]
         extra = meta.frame
     _check_unique_ids(items, "target_id")
@@ -195,115 +164,7 @@ def _plural(what: str) -> str:
 # --------------------------------------------------------------------- metadata reading
 
 
-def _read_metadata(root: Path) -> _Metadata | None:
-    present = [root / name for name in METADATA_NAMES if (root / name).is_file()]
-    if len(present) > 1:
-        raise DataError(
-            f"{root} holds both metadata.csv and metadata.jsonl; keep one, "
-            "so it is unambiguous which one lists the images"
-        )
-    if not present:
-        return None
-    path = present[0]
-    try:
-        frame, numbers = _read_jsonl(path) if path.suffix == ".jsonl" else _read_csv(path)
-    except UnicodeDecodeError as exc:
-        raise DataError(f"{path} is not UTF-8 text (byte {exc.start}: {exc.reason})") from exc
-    except OSError as exc:
-        raise DataError(f"cannot read {path}: {exc.strerror or exc}") from exc
-    return _drop_blank_records(path, frame, numbers)
-
-
-def _read_csv(path: Path) -> tuple[pd.DataFrame, list[int]]:
-    _check_csv_header(path)
-    try:
-        # All strings, no NA guessing: an id "007" or an owner "NA" must survive as written.
-        # skip_blank_lines=False keeps row numbers aligned with the file for messages.
-        frame = pd.read_csv(
-            path,
-            dtype=str,
-            keep_default_na=False,
-            skip_blank_lines=False,
-            index_col=False,
-            encoding="utf-8-sig",  # spreadsheets write a byte-order mark
-        )
-    except pd.errors.EmptyDataError:
-        return pd.DataFrame(), []
-    except (pd.errors.ParserError, ValueError) as exc:
-        raise DataError(f"{path} is not a valid CSV file: {exc}") from exc
-    return frame.fillna(""), list(range(1, len(frame) + 1))
-
-
-def _check_csv_header(path: Path) -> None:
-    # pandas silently renames a repeated column ("owner", "owner.1"); a second owner
-    # column is a spreadsheet mistake that would otherwise pay the wrong person.
-    with open(path, encoding="utf-8-sig", newline="") as fh:
-        header = next(csv.reader(fh), [])
-    repeated = sorted({name for name in header if header.count(name) > 1})
-    if repeated:
-        raise DataError(f"{path} header repeats column(s) {', '.join(map(repr, repeated))}")
-
-
-def _read_jsonl(path: Path) -> tuple[pd.DataFrame, list[int]]:
-    records: list[dict[str, str]] = []
-    numbers: list[int] = []
-    with open(path, encoding="utf-8-sig") as fh:
-        for number, line in enumerate(fh, start=1):
-            if line.strip():
-                records.append(_jsonl_record(path, number, line))
-                numbers.append(number)
-    columns = list(dict.fromkeys(key for record in records for key in record))
-    rows = [[record.get(column, "") for column in columns] for record in records]
-    return pd.DataFrame(rows, columns=columns, dtype=str), numbers
-
-
-def _jsonl_record(path: Path, number: int, line: str) -> dict[str, str]:
-    try:
-        obj = json.loads(line)
-    except json.JSONDecodeError as exc:
-        raise DataError(f"{path} line {number}: not valid JSON ({exc.msg} at column {exc.colno})") from exc
-    if not isinstance(obj, dict):
-        raise DataError(f"{path} line {number}: expected a JSON object {{...}}, got {_json_kind(obj)}")
-    for key in _KEY_COLUMNS:
-        if isinstance(obj.get(key), (dict, list)):
-            raise DataError(f"{path} line {number}: {key} must be a string, got {_json_kind(obj[key])}")
-    return {str(key): _json_cell(value) for key, value in obj.items()}
-
-
-def _json_cell(value: object) -> str:
-    # Same cell type as the CSV reader (str), so both formats behave identically downstream.
-    if value is None:
-        return ""
-    if isinstance(value, str):
-        return value
-    return json.dumps(value, ensure_ascii=False, sort_keys=True)
-
-
-def _json_kind(value: object) -> str:
-    kinds = {dict: "an object", list: "an array", str: "a string", bool: "a boolean"}
-    return kinds.get(type(value), "null" if value is None else "a number")
-
-
-def _drop_blank_records(path: Path, frame: pd.DataFrame, numbers: Sequence[int]) -> _Metadata:
-    # A trailing empty line or a spreadsheet's empty row is not a data row.
-    if len(frame.columns) == 0 or len(frame) == 0:
-        return _Metadata(path, frame.reset_index(drop=True), tuple(numbers))
-    keep = ~frame.apply(lambda row: all(not str(cell).strip() for cell in row), axis=1)
-    kept_numbers = tuple(n for n, k in zip(numbers, keep) if k)
-    return _Metadata(path, frame[keep.to_numpy()].reset_index(drop=True), kept_numbers)
-
-
-def _require_columns(meta: _Metadata, required: Sequence[str]) -> None:
-    for column in required:
-        if column not in meta.frame.columns:
-            found = ", ".join(map(repr, meta.frame.columns)) or "none"
-            raise DataError(f"{meta.path} has no {column!r} column (columns found: {found})")
-
-
-# ------------------------------------------------------------------------ row checks
-
-
-def _training_item(root: Path, meta: _Metadata, i: int) -> _Item:
+def _training_item(root: Path, meta: Metadata, i: int) -> _Item:
     where = meta.where(i)
     file_name = _required_file_name(meta, i)
     owner = meta.cell(i, "owner")
@@ -316,7 +177,7 @@ def _training_item(root: Path, meta: _Metadata, i: int) -> _Item:
     return _Item(where, meta.short(i), path, file_name, sample_id, owner)
 
 
-def _target_item(root: Path, meta: _Metadata, i: int) -> _Item:
+def _target_item(root: Path, meta: Metadata, i: int) -> _Item:
     where = meta.where(i)
     file_name = _required_file_name(meta, i)
     owner = meta.cell(i, "owner")
@@ -342,7 +203,7 @@ def _unlisted_target_items(root: Path, what: str) -> tuple[list[_Item], pd.DataF
     return items, pd.DataFrame({"file_name": file_names}, dtype=str)
 
 
-def _required_file_name(meta: _Metadata, i: int) -> str:
+def _required_file_name(meta: Metadata, i: int) -> str:
     file_name = meta.cell(i, "file_name")
     if not file_name.strip():
         raise DataError(f"{meta.where(i)}: file_name is empty")
