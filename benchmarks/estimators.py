@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 
 from royalty.attribution.data.folders import load_targets, load_training_data
-from royalty.attribution.model.diffusion import build_default_unet, default_scheduler, noise_prediction_losses
+from royalty.attribution.model.diffusion import PixelDiffusion, build_default_unet, default_scheduler, noise_prediction_losses
 from royalty.attribution.training.draws import batch_indices, noise_draws
 from royalty.attribution.engine.step import EngineConfig, ValueEngine
 from royalty.attribution.training.targets import TargetPlan
@@ -53,6 +53,7 @@ def main() -> None:
     engine = ValueEngine(unet, EngineConfig(self_check=False))
     totals = {name: [torch.zeros(len(train), k, dtype=torch.float64) for _ in plans] for name, plans in estimators.items()}
     seconds = {name: 0.0 for name in estimators}
+    task = PixelDiffusion(unet, sched)
     for step in range(args.steps):
         idx = batch_indices(0, step, b, len(train))
         x0 = train.images[idx]
@@ -64,7 +65,7 @@ def main() -> None:
                 start = time.perf_counter()
                 sv = engine.step(
                     lambda: noise_prediction_losses(unet, sched, x0, t, noise),
-                    lambda sel: noise_prediction_losses(unet, sched, *rows.select(sel)),
+                    lambda sel: task.losses(rows.select(sel)),
                     rows.slot, len(rows.columns), lr,
                 )
                 seconds[name] += (time.perf_counter() - start) / len(plans)

@@ -63,13 +63,13 @@ def test_train_max_timestep_bounds_the_valued_steps_only() -> None:
     base = TrainConfig(data=Path("d"), targets=Path("t"), out=Path("o"), batch_size=32)
     low = dataclasses.replace(base, train_max_timestep=10)
     for step in range(3):
-        idx, _, t, noise = train_batch(low, step, images, 1000)
-        idx0, _, t0, noise0 = train_batch(base, step, images, 1000)
-        assert (t < 10).all() and t0.max() >= 10  # the whole range, unless asked
-        assert torch.equal(idx, idx0) and torch.equal(noise, noise0)  # only the timesteps change
-        _, _, tw, _ = train_batch(low, step, images, 1000, phase="warmup")
-        _, _, tw0, _ = train_batch(base, step, images, 1000, phase="warmup")
-        assert torch.equal(tw, tw0)  # the warm-up always draws from the whole range
+        idx, rows = train_batch(low, step, images, 1000)
+        idx0, rows0 = train_batch(base, step, images, 1000)
+        assert (rows.timesteps < 10).all() and rows0.timesteps.max() >= 10  # the whole range, unless asked
+        assert torch.equal(idx, idx0) and torch.equal(rows.noise, rows0.noise)  # only the timesteps change
+        _, warm = train_batch(low, step, images, 1000, phase="warmup")
+        _, warm0 = train_batch(base, step, images, 1000, phase="warmup")
+        assert torch.equal(warm.timesteps, warm0.timesteps)  # the warm-up always draws from the whole range
     assert low.recipe_hash() != base.recipe_hash()
     # added later: a run.json written before it existed loads, and keeps its recipe hash
     old = base.to_json()

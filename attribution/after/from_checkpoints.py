@@ -16,7 +16,7 @@ import torch
 from royalty.atomic import sha256_file
 from royalty.attribution.training import checkpoint
 from royalty.attribution.data.folders import ImageTable
-from royalty.attribution.model.diffusion import noise_prediction_losses
+from royalty.attribution.model.task import Rows
 from royalty.attribution.engine.step import EngineConfig, ValueEngine
 from royalty.attribution.training.optim import adamw_preconditioner, make_optimizer
 from royalty.attribution.after.recorded import Recorded
@@ -53,31 +53,33 @@ def from_checkpoints(
     cfg = recorded.config
     windows = recorded_windows(recorded)
     use_cpu_threads(recorded.manifest.get("cpu_threads"))
-    unet, scheduler, _ = initial_model(cfg)
+    task, _ = initial_model(cfg)
+    unet = task.model
     unet.train()
     params = {n: p for n, p in unet.named_parameters() if p.requires_grad}
     optimizer = make_optimizer(cfg.optimizer, list(params.values()), cfg.lr, cfg.weight_decay)
     precondition = adamw_preconditioner(optimizer, params) if cfg.optimizer == "adamw" else None
     engine = ValueEngine(unet, EngineConfig(order=1))
-    plan = target_plan(targets, cfg, "exact", 0)
+    plan = target_plan(task, targets, cfg, "exact", 0)
     device = module_device(unet)
     rows = plan.rows(0).to(device)
-    images, n_timesteps = recorded.train.images.to(device), scheduler.config.num_train_timesteps
+    images = task.inputs(recorded.train.images.to(device))
     tally = Tally.zeros(len(recorded.train), plan.n_columns)
     total = windows[-1][1]
     for start, stop in windows:
         state = checkpoint.load(checkpoint.checkpoint_path(recorded.run_dir, start))
         unet.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
-        batches = [train_batch(cfg, s, images, n_timesteps) for s in range(start, stop)]
-        idx, x0, t, noise = (torch.cat(parts) for parts in zip(*batches))
+        batches = [train_batch(cfg, s, images, task.num_train_timesteps) for s in range(start, stop)]
+        idx = torch.cat([i for i, _ in batches])
+        batch = Rows(*(torch.cat(parts) for parts in zip(*((b.inputs, b.timesteps, b.noise) for _, b in batches))))
         for lo in range(0, len(idx), max_rows):
             part = slice(lo, lo + max_rows)
             n = len(idx[part])
             optimizer.zero_grad(set_to_none=True)
             sv = engine.step(
-                lambda: noise_prediction_losses(unet, scheduler, x0[part], t[part], noise[part]),  # noqa: B023
-                lambda sel: noise_prediction_losses(unet, scheduler, *rows.select(sel)),
+                lambda: task.losses(batch[part]),  # noqa: B023
+                lambda sel: task.losses(rows.select(sel)),
                 rows.slot,
                 len(rows.columns),
                 # the engine scales by lr / rows; each row's step had lr / (rows in its step)

@@ -19,7 +19,8 @@ from royalty.attribution.engine.step import ValueEngine
 from royalty.attribution.training.optim import adamw_preconditioner, make_optimizer
 from royalty.attribution.after.recorded import Recorded
 from royalty.attribution.training.targets import TargetPlan
-from royalty.attribution.training.trainer import engine_config, initial_model
+from royalty.attribution.model.task import Task
+from royalty.attribution.training.trainer import engine_config, initial_model, target_groups
 from royalty.attribution.training.trajectory import Parallel, ProgressFn, Tally, Valued, valued_steps, warm_up, weights_sha256
 from royalty.errors import DataError
 
@@ -32,9 +33,9 @@ class Attributed:
     weights_sha256: str | None  # the weights the replay ended at (None: not a replay)
 
 
-def target_plan(targets: ImageTable, cfg, estimator: str, subset: int) -> TargetPlan:
+def target_plan(task: Task, targets: ImageTable, cfg, estimator: str, subset: int) -> TargetPlan:
     """The new targets take columns 0..K-1: the draws `royalty train --targets` would use."""
-    groups = tuple(targets.images[i : i + 1] for i in range(len(targets)))
+    groups = target_groups(task, targets, None)
     return TargetPlan(groups, len(targets), cfg.timestep_draws, cfg.target_max_timestep, estimator, subset, cfg.seed)
 
 
@@ -42,30 +43,32 @@ def replay(recorded: Recorded, targets: ImageTable, progress: ProgressFn | None 
     cfg = recorded.config
     use_cpu_threads(recorded.manifest.get("cpu_threads"))
     torch.manual_seed(cfg.seed)  # as `royalty train` does
-    unet, scheduler, _ = initial_model(cfg)
+    task, _ = initial_model(cfg)
+    unet = task.model
     unet.train()
     params = {n: p for n, p in unet.named_parameters() if p.requires_grad}
     optimizer = make_optimizer(cfg.optimizer, list(params.values()), cfg.lr, cfg.weight_decay)
-    plan = target_plan(targets, cfg, cfg.estimator, cfg.target_subset)
+    plan = target_plan(task, targets, cfg, cfg.estimator, cfg.target_subset)
     # one process, the run's micro-batches and precision: a run trained on several
     # processes summed its gradients in another order and is refused by the hash check
     par = Parallel.of(cfg)
+    total = int(recorded.manifest["total_steps"])
+    images = task.inputs(recorded.train.images.to(module_device(unet)))
     valued = Valued(
+        images,
         plan,
         ValueEngine(unet, engine_config(cfg)),
         adamw_preconditioner(optimizer, params) if cfg.optimizer == "adamw" else None,
         par,
     )
-    total = int(recorded.manifest["total_steps"])
-    images = recorded.train.images.to(module_device(unet))
-    warm_up(cfg, unet, scheduler, optimizer, images, progress, cfg.warmup_steps + total, par)
+    warm_up(cfg, task, optimizer, images, progress, cfg.warmup_steps + total, par)
     tally = Tally.zeros(len(recorded.train), plan.n_columns)
 
     def after_step(done: int) -> None:
         if progress is not None:
             progress(cfg.warmup_steps + done, cfg.warmup_steps + total, tally.log[-1]["train_loss"])
 
-    valued_steps(cfg, unet, scheduler, optimizer, images, valued, tally, 0, total, after_step)
+    valued_steps(cfg, task, optimizer, valued, tally, range(total), after_step)
     digest = weights_sha256(unet)
     recorded_digest = recorded.manifest.get("weights_sha256")
     if digest != recorded_digest:

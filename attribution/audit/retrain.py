@@ -34,11 +34,11 @@ import torch
 from royalty.attribution.audit.state import GAMES, CoalitionStore, Retraining
 from royalty.attribution.training.config import TrainConfig
 from royalty.attribution.data.folders import ImageTable
-from royalty.attribution.model.diffusion import noise_prediction_losses
+from royalty.attribution.model.task import Task
 from royalty.attribution.training.optim import make_optimizer
-from royalty.attribution.training.targets import TargetPlan, TargetRows
+from royalty.attribution.training.targets import TargetPlan, TargetRows, column_means
 from royalty.attribution.training.device import module_device
-from royalty.attribution.training.trainer import initial_model
+from royalty.attribution.training.trainer import initial_model, target_groups
 from royalty.attribution.training.trajectory import (
     Parallel, Tally, Valued, check_finite, set_lr, train_batch, valued_steps, warm_up, weights_sha256,
 )
@@ -63,40 +63,38 @@ class Phases:
             self.on_step(done)
 
 
-def target_plan(config: TrainConfig, targets: ImageTable, reference: ImageTable | None) -> TargetPlan:
+def target_plan(config: TrainConfig, task: Task, targets: ImageTable, reference: ImageTable | None) -> TargetPlan:
     """The run's value targets and their fixed draws (what the trainer builds), always exact."""
-    groups = tuple(targets.images[i : i + 1] for i in range(len(targets)))
-    if reference is not None:
-        groups += (reference.images,)
+    groups = target_groups(task, targets, reference)
     return TargetPlan(groups, len(targets), config.timestep_draws, config.target_max_timestep, "exact", 0, config.seed)
 
 
 @torch.no_grad()
-def column_losses(unet, scheduler, rows: TargetRows) -> np.ndarray:
+def column_losses(task: Task, rows: TargetRows) -> np.ndarray:
     """ℓ_T per value target: the mean loss over its fixed draws (float64)."""
-    losses = noise_prediction_losses(unet, scheduler, rows.images, rows.timesteps, rows.noise).to(torch.float64)
-    n = len(rows.columns)
-    per = torch.zeros(n, dtype=torch.float64, device=losses.device).index_add(0, rows.slot, losses)
-    return (per / torch.bincount(rows.slot, minlength=n)).cpu().numpy()
+    return column_means(task.losses(rows.select(None)).to(torch.float64), rows).cpu().numpy()
 
 
 class Retrainer:
     def __init__(
-        self, config: TrainConfig, train: ImageTable, plan: TargetPlan, total_steps: int,
+        self, config: TrainConfig, train: ImageTable, plan_for: Callable[[Task], TargetPlan], total_steps: int,
         store: CoalitionStore, phases: Phases = Phases(), game: str = "subset",
     ) -> None:
+        """`plan_for(task)`: the run's value targets as the rebuilt task's inputs."""
         if game not in GAMES:
             raise ValueError(f"unknown retraining game {game!r}")
-        self.config, self.train, self.plan, self.total_steps, self.game = config, train, plan, total_steps, game
+        self.config, self.train, self.total_steps, self.game = config, train, total_steps, game
         # the run's micro-batches and precision, in one process: the run's own arithmetic
         # (a run trained on several processes summed its gradients in another order)
         self.parallel = Parallel.of(config)
         self.phases = phases
-        self.unet, self.scheduler, _ = initial_model(config)
+        self.task, _ = initial_model(config)
+        self.unet = self.task.model
         self.unet.train()
         device = module_device(self.unet)
-        self.rows = plan.rows(0).to(device)
-        self.images = train.images.to(device)  # where the model computes
+        self.plan = plan_for(self.task)
+        self.rows = self.plan.rows(0).to(device)
+        self.images = self.task.inputs(train.images.to(device))  # where the model computes
         self.base_seconds = 0.0
         state = store.load_base()
         if state is None:
@@ -106,7 +104,7 @@ class Retrainer:
             self.base_seconds = time.monotonic() - started
         self.base_model, self.base_optimizer = state["model"], state["optimizer"]
         self.unet.load_state_dict(self.base_model)
-        self.base_losses = column_losses(self.unet, self.scheduler, self.rows)
+        self.base_losses = column_losses(self.task, self.rows)
 
     def _params(self) -> list[torch.nn.Parameter]:
         # the trainer's parameter order: the optimizer state is matched to it by position
@@ -117,7 +115,7 @@ class Retrainer:
         torch.manual_seed(cfg.seed)
         optimizer = make_optimizer(cfg.optimizer, self._params(), cfg.lr, cfg.weight_decay)
         self.phases.start("warm-up", cfg.warmup_steps)
-        warm_up(cfg, self.unet, self.scheduler, optimizer, self.images,
+        warm_up(cfg, self.task, optimizer, self.images,
                 lambda done, _total, _loss: self.phases.step(done), cfg.warmup_steps, self.parallel)
         return {"model": copy.deepcopy(self.unet.state_dict()), "optimizer": copy.deepcopy(optimizer.state_dict())}
 
@@ -137,14 +135,14 @@ class Retrainer:
             # everyone present: both games are the run's plain training (bit for bit at seed 0)
             images = self.images[torch.tensor(keep, dtype=torch.long, device=self.images.device)]
             valued_steps(
-                cfg, self.unet, self.scheduler, optimizer, images, Valued(self.plan, None, None, self.parallel),
-                Tally.zeros(len(keep), self.plan.n_columns), 0, self.total_steps, self.phases.step,
+                cfg, self.task, optimizer, Valued(images, self.plan, None, None, self.parallel),
+                Tally.zeros(len(keep), self.plan.n_columns), range(self.total_steps), self.phases.step,
             )
         else:
             present = torch.zeros(len(self.train), dtype=torch.bool)
             present[torch.tensor(keep, dtype=torch.long)] = True
             self._masked_steps(cfg, optimizer, present)
-        losses = column_losses(self.unet, self.scheduler, self.rows)
+        losses = column_losses(self.task, self.rows)
         return Retraining(owners, seed_index, tuple(float(x) for x in losses), time.monotonic() - started,
                           weights_sha256(self.unet))
 
@@ -152,17 +150,16 @@ class Retrainer:
         """The run's batches with absent owners' rows dropped: gradient Σ_{rows in T} ∇ℓ / B."""
         set_lr(optimizer, cfg.lr)
         params = self._params()
-        n_timesteps = self.scheduler.config.num_train_timesteps
         for step in range(self.total_steps):
-            idx, x0, t, noise = train_batch(cfg, step, self.images, n_timesteps)
-            rows = present[idx].to(x0.device)
+            idx, batch = train_batch(cfg, step, self.images, self.task.num_train_timesteps)
+            rows = present[idx].to(batch.inputs.device)
             optimizer.zero_grad(set_to_none=False)
             for p in params:  # a step with none of T's rows still steps, with a zero gradient
                 if p.grad is None:
                     p.grad = torch.zeros_like(p)
             if bool(rows.any()):
-                with self.parallel.autocast(x0.device):  # micro-batches would only change the summation order
-                    loss = noise_prediction_losses(self.unet, self.scheduler, x0[rows], t[rows], noise[rows]).sum() / len(idx)
+                with self.parallel.autocast(batch.inputs.device):  # micro-batches would only change the summation order
+                    loss = self.task.losses(batch[rows]).sum() / len(idx)
                 check_finite(float(loss), f"masked retraining step {step}")
                 loss.backward()
             optimizer.step()

@@ -228,7 +228,7 @@ def run_audit(config: AuditConfig, hooks: AuditHooks = AuditHooks()) -> dict[str
     todo = [key for key in work if store.get(key) is None]
     if hooks.on_start is not None:
         hooks.on_start(len(todo), len(work) - len(todo))
-    retrainer = Retrainer(run.config, run.train, target_plan(run.config, run.targets, run.reference),
+    retrainer = Retrainer(run.config, run.train, lambda task: target_plan(run.config, task, run.targets, run.reference),
                           run.total_steps, store, Phases(hooks.on_phase, hooks.on_step), config.game)
     trained, stopped = 0, False
     for owners, seed in todo:

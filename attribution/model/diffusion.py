@@ -1,4 +1,4 @@
-"""The diffusion model side: the default tiny UNet, loading a local model, the loss.
+"""The pixel diffusion model: the default tiny UNet, loading a local model, its loss and its task.
 
 Nothing here downloads: the default model is built from a config in code, and
 `load_unet` reads a local diffusers folder (a UNet2DModel or a DDPMPipeline).
@@ -11,8 +11,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from diffusers import DDPMScheduler, UNet2DModel
+from diffusers import DDPMPipeline, DDPMScheduler, UNet2DModel
 
+from royalty.attribution.model.task import Rows
 from royalty.errors import DataError, InputMissingError, UsageError
 
 
@@ -99,3 +100,24 @@ def noise_prediction_losses(
     noisy = scheduler.add_noise(x0, noise, timesteps)
     pred = unet(noisy, timesteps).sample
     return ((pred - noise) ** 2).mean(dim=tuple(range(1, pred.dim())))
+
+
+@dataclass(frozen=True)
+class PixelDiffusion:
+    """The `Task` of an unconditional pixel-space DDPM: predict the noise added to an image."""
+
+    model: UNet2DModel
+    scheduler: DDPMScheduler
+
+    @property
+    def num_train_timesteps(self) -> int:
+        return int(self.scheduler.config.num_train_timesteps)
+
+    def inputs(self, images: torch.Tensor) -> torch.Tensor:
+        return images  # the UNet sees pixels
+
+    def losses(self, rows: Rows) -> torch.Tensor:
+        return noise_prediction_losses(self.model, self.scheduler, rows.inputs, rows.timesteps, rows.noise)
+
+    def save(self, folder: Path) -> None:
+        DDPMPipeline(unet=self.model, scheduler=self.scheduler).save_pretrained(folder, safe_serialization=True)

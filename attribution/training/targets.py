@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 import torch
 
+from royalty.attribution.model.task import Rows
 from royalty.attribution.training.draws import generator, noise_draws
 
 
@@ -44,11 +45,11 @@ class TargetRows:
             self.columns[start:stop], self.scale[start:stop],
         )
 
-    def select(self, rows: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(images, timesteps, noise) of the given rows (None: all)."""
+    def select(self, rows: torch.Tensor | None) -> Rows:
+        """The given rows (None: all) as a task's `Rows`."""
         if rows is None:
-            return self.images, self.timesteps, self.noise
-        return self.images[rows], self.timesteps[rows], self.noise[rows]
+            return Rows(self.images, self.timesteps, self.noise)
+        return Rows(self.images[rows], self.timesteps[rows], self.noise[rows])
 
 
 @dataclass(frozen=True)
@@ -96,3 +97,10 @@ class TargetPlan:
             torch.tensor(cols, dtype=torch.long),
             torch.tensor(scales, dtype=torch.float64),
         )
+
+
+def column_means(losses: torch.Tensor, rows: TargetRows) -> torch.Tensor:
+    """Each value column's mean of its rows' losses ([n_columns], on the losses' device)."""
+    n = len(rows.columns)
+    per = torch.zeros(n, dtype=losses.dtype, device=losses.device).index_add(0, rows.slot, losses)
+    return per / torch.bincount(rows.slot, minlength=n)

@@ -19,7 +19,6 @@ import diffusers
 import numpy as np
 import pandas as pd
 import torch
-from diffusers import DDPMPipeline, DDPMScheduler, UNet2DModel
 
 from royalty import __version__
 from royalty.atomic import atomic_path, sha256_file, sha256_tree
@@ -29,7 +28,8 @@ from royalty.attribution.training.config import REFERENCE_NONE, REFERENCE_TARGET
 from royalty.attribution.data.folders import Duplicates, ImageTable, inputs_manifest, load_targets, load_training_data
 from royalty.attribution.training.distributed import Dist, barrier, same_everywhere, shard_rows
 from royalty.attribution.training.device import cpu_threads, resolve_device, use_cpu_threads, use_device
-from royalty.attribution.model.diffusion import build_default_unet, check_resolution, default_scheduler, load_model
+from royalty.attribution.model.diffusion import PixelDiffusion, build_default_unet, check_resolution, default_scheduler, load_model
+from royalty.attribution.model.task import Task
 from royalty.attribution.engine.step import EngineConfig, ValueEngine, plan_model
 from royalty.attribution.training.optim import adamw_preconditioner, make_optimizer
 from royalty.attribution.training.out_folder import check_out, forget_unsaved, start
@@ -45,8 +45,7 @@ class Prepared:
     train: ImageTable
     targets: ImageTable
     reference: ImageTable | None
-    unet: UNet2DModel
-    scheduler: DDPMScheduler
+    task: Task
     model_source: dict[str, Any]
     total_steps: int
     device: torch.device = torch.device("cpu")
@@ -63,7 +62,7 @@ def prepare(
     """
     device = device if device is not None else resolve_device(config.device, dist)
     shard_rows(dist, config.batch_size)
-    unet, scheduler, source = initial_model(config, device)
+    task, source = initial_model(config, device)
     train = load_training_data(config.data, config.resolution, duplicates=Duplicates.for_training(config.allow_duplicates))
     targets = load_targets(config.targets, config.resolution)
     reference = None
@@ -72,13 +71,13 @@ def prepare(
     if config.estimator == "subset" and config.target_subset > len(targets):
         raise UsageError(f"--target-subset {config.target_subset} exceeds the {len(targets)} targets")
     if config.values:
-        plan_model(unet)  # refuses a model with parameters no rule covers
+        plan_model(task.model)  # refuses a model with parameters no rule covers
     check_out(config, resume, force)
-    return Prepared(config, train, targets, reference, unet, scheduler, source, config.total_steps(len(train)), device)
+    return Prepared(config, train, targets, reference, task, source, config.total_steps(len(train)), device)
 
 
-def initial_model(config: TrainConfig, device: torch.device | None = None) -> tuple[UNet2DModel, DDPMScheduler, dict[str, Any]]:
-    """The model a run starts from (before warm-up) on `device`, its scheduler, and where it came from.
+def initial_model(config: TrainConfig, device: torch.device | None = None) -> tuple[Task, dict[str, Any]]:
+    """The task a run starts from (its model before warm-up, on `device`), and where the model came from.
 
     `device` defaults to the run's --device in one process: what replay and audit use.
     """
@@ -99,7 +98,7 @@ def initial_model(config: TrainConfig, device: torch.device | None = None) -> tu
         scheduler = default_scheduler()
         source = {"kind": "default-tiny-unet"}
     freeze(unet, config.freeze)
-    return unet.to(device), scheduler, source
+    return PixelDiffusion(unet.to(device), scheduler), source
 
 
 def freeze(model: torch.nn.Module, patterns: tuple[str, ...]) -> list[str]:
@@ -144,22 +143,22 @@ def train(
 
 def _train_and_write(prep: Prepared, resume: bool, progress: ProgressFn | None, dist: Dist, started: float) -> dict[str, Any] | None:
     cfg, out = prep.config, prep.config.out
-    unet, scheduler = prep.unet, prep.scheduler
+    task = prep.task
+    unet = task.model
     unet.train()
     params = {n: p for n, p in unet.named_parameters() if p.requires_grad}
     optimizer = make_optimizer(cfg.optimizer, list(params.values()), cfg.lr, cfg.weight_decay)
-    groups = tuple(prep.targets.images[i : i + 1] for i in range(len(prep.targets)))
-    if prep.reference is not None:
-        groups += (prep.reference.images,)
+    groups = target_groups(task, prep.targets, prep.reference)
     plan = TargetPlan(groups, len(prep.targets), cfg.timestep_draws, cfg.target_max_timestep, cfg.estimator, cfg.target_subset, cfg.seed)
     par = Parallel.of(cfg, dist)
+    images, total = task.inputs(prep.train.images.to(prep.device)), prep.total_steps  # where the model computes
     valued = Valued(
+        images,
         plan,
         ValueEngine(unet, engine_config(cfg)) if cfg.values else None,
         adamw_preconditioner(optimizer, params) if cfg.optimizer == "adamw" else None,
         par,
     )
-    images, total = prep.train.images.to(prep.device), prep.total_steps  # where the model computes
     tally = Tally.zeros(len(prep.train), plan.n_columns)
 
     def save_checkpoint(step: int) -> None:
@@ -183,7 +182,7 @@ def _train_and_write(prep: Prepared, resume: bool, progress: ProgressFn | None, 
         tally = Tally(state["first"], state["second"], state["log"])
         start_step = state["step"]
     else:
-        warm_up(cfg, unet, scheduler, optimizer, images, progress, cfg.warmup_steps + total, par)
+        warm_up(cfg, task, optimizer, images, progress, cfg.warmup_steps + total, par)
         if cfg.checkpoint_every:
             save_checkpoint(0)  # the weights the valued phase starts from (attribute --mode checkpoints)
 
@@ -194,7 +193,7 @@ def _train_and_write(prep: Prepared, resume: bool, progress: ProgressFn | None, 
         if progress is not None:
             progress(cfg.warmup_steps + done, cfg.warmup_steps + total, tally.log[-1]["train_loss"])
 
-    valued_steps(cfg, unet, scheduler, optimizer, images, valued, tally, start_step, total, after_step)
+    valued_steps(cfg, task, optimizer, valued, tally, range(start_step, total), after_step)
     digest = weights_sha256(unet)
     if not same_everywhere(dist, digest):
         # the all-reduced update is applied identically everywhere; if the weights still
@@ -202,9 +201,18 @@ def _train_and_write(prep: Prepared, resume: bool, progress: ProgressFn | None, 
         raise TrainingError("the processes ended with different weights: no values were written")
     summary = None
     if dist.is_main:
-        summary = _write_outputs(prep, unet, scheduler, tally.first, tally.second, tally.log, time.monotonic() - started, dist)
+        summary = _write_outputs(prep, tally, time.monotonic() - started, dist)
     barrier(dist)  # the job ends when the run folder is complete
     return summary
+
+
+def target_groups(task: Task, targets: ImageTable, reference: ImageTable | None) -> tuple[torch.Tensor, ...]:
+    """Each target's inputs as one value column's group, then the reference set's, if any."""
+    inputs = task.inputs(targets.images)
+    groups = tuple(inputs[i : i + 1] for i in range(len(targets)))
+    if reference is not None:
+        groups += (task.inputs(reference.images),)
+    return groups
 
 
 def engine_config(cfg: TrainConfig) -> EngineConfig:
@@ -221,13 +229,14 @@ def _check_resume_world(state: dict[str, Any], dist: Dist) -> None:
         raise UsageError(f"--resume: the run was checkpointed on {recorded} process(es); resume it on {recorded}, not {dist.world}")
 
 
-def _write_outputs(prep: Prepared, unet, scheduler, first, second, log, seconds: float, dist: Dist = Dist()) -> dict[str, Any]:
+def _write_outputs(prep: Prepared, tally: Tally, seconds: float, dist: Dist = Dist()) -> dict[str, Any]:
     cfg, out = prep.config, prep.config.out
-    unet.eval()
+    first, second, log = tally.first, tally.second, tally.log
+    prep.task.model.eval()
     # model/: written whole into a temporary folder, then renamed into place
     tmp_model = out / f".{run_folder.MODEL_DIR}.tmp"
     shutil.rmtree(tmp_model, ignore_errors=True)
-    DDPMPipeline(unet=unet, scheduler=scheduler).save_pretrained(tmp_model, safe_serialization=True)
+    prep.task.save(tmp_model)
     shutil.rmtree(out / run_folder.MODEL_DIR, ignore_errors=True)
     tmp_model.rename(out / run_folder.MODEL_DIR)
 
@@ -256,7 +265,7 @@ def _write_outputs(prep: Prepared, unet, scheduler, first, second, log, seconds:
         "total_steps": prep.total_steps,
         "reference": _reference_kind(cfg),
         "model_source": prep.model_source,
-        "frozen_parameters": sorted(n for n, p in unet.named_parameters() if not p.requires_grad),
+        "frozen_parameters": sorted(n for n, p in prep.task.model.named_parameters() if not p.requires_grad),
         "inputs": {
             "train": inputs_manifest(prep.train),
             "targets": inputs_manifest(prep.targets),
@@ -268,7 +277,7 @@ def _write_outputs(prep: Prepared, unet, scheduler, first, second, log, seconds:
             "reference": str(Path(cfg.reference).resolve()) if prep.reference is not None else None,
         },
         "outputs": outputs,
-        "weights_sha256": weights_sha256(unet),
+        "weights_sha256": weights_sha256(prep.task.model),
         "checkpoints": {f"{c.name}": sha256_file(c) for c in checkpoint.paths(out)},
         "seconds": round(seconds, 3),
     }

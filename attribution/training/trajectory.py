@@ -16,14 +16,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-from diffusers import DDPMScheduler, UNet2DModel
-
 from royalty.attribution.training.config import TrainConfig
-from royalty.attribution.model.diffusion import noise_prediction_losses
+from royalty.attribution.model.task import Rows, Task
 from royalty.attribution.training.distributed import Dist, gather_rows, gather_shards, reduce_gradients, shard_range, shard_rows
 from royalty.attribution.training.draws import batch_indices, noise_draws
 from royalty.attribution.engine.step import ValueEngine
-from royalty.attribution.training.targets import TargetPlan, TargetRows
+from royalty.attribution.training.targets import TargetPlan, TargetRows, column_means
 from royalty.errors import TrainingError
 
 ProgressFn = Callable[[int, int, float], None]  # (steps done, total, train loss), warm-up included
@@ -138,19 +136,19 @@ class Parallel:
         reduce_gradients(self.dist, params, self.micro_batches)
 
 
-def plain_step(unet, scheduler, optimizer, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor, where: str, par: Parallel = Parallel()) -> float:
+def plain_step(task: Task, optimizer, batch: Rows, where: str, par: Parallel = Parallel()) -> float:
     """One step of plain training: what the engine's training pass must equal bit for bit."""
     optimizer.zero_grad(set_to_none=True)
     if par.trivial:
-        loss = noise_prediction_losses(unet, scheduler, x0, t, noise).mean()
+        loss = task.losses(batch).mean()
         check_finite(float(loss.detach()), where)
         loss.backward()
         optimizer.step()
         return float(loss.detach())
     rows = []
     for pos in par.positions():
-        with par.autocast(x0.device):
-            losses = noise_prediction_losses(unet, scheduler, x0[pos], t[pos], noise[pos])
+        with par.autocast(batch.inputs.device):
+            losses = task.losses(batch[pos])
         losses.mean().backward()
         rows.append(losses.detach().float())
     # the step's loss over every process's rows: all processes agree on divergence
@@ -161,24 +159,24 @@ def plain_step(unet, scheduler, optimizer, x0: torch.Tensor, t: torch.Tensor, no
     return loss
 
 
-def train_batch(cfg: TrainConfig, step: int, images: torch.Tensor, num_timesteps: int, phase: str = "train"):
-    """(indices, x0, timesteps, noise) of a step's training batch, derived from the seed."""
+def train_batch(cfg: TrainConfig, step: int, images: torch.Tensor, num_timesteps: int, phase: str = "train") -> tuple[torch.Tensor, Rows]:
+    """(indices, rows) of a step's training batch, derived from the seed."""
     order = "order" if phase == "train" else "warmup-order"
     idx = batch_indices(cfg.seed, step, cfg.step_batch_size, images.shape[0], purpose=order)
     if phase == "train" and cfg.train_max_timestep is not None:
         num_timesteps = min(num_timesteps, cfg.train_max_timestep)
     t, noise = noise_draws(cfg.seed, phase, step, len(idx), tuple(images.shape[1:]), num_timesteps)
-    return idx, images[idx], t.to(images.device), noise.to(images.device)
+    return idx, Rows(images[idx], t.to(images.device), noise.to(images.device))
 
 
 def warm_up(
-    cfg: TrainConfig, unet, scheduler, optimizer, images: torch.Tensor, progress: ProgressFn | None, total: int, par: Parallel = Parallel()
+    cfg: TrainConfig, task: Task, optimizer, images: torch.Tensor, progress: ProgressFn | None, total: int, par: Parallel = Parallel()
 ) -> None:
-    """Plain steps on the pooled training data, before any value is taken."""
+    """Plain steps on the pooled training data (`images`: the task's inputs), before any value is taken."""
     set_lr(optimizer, cfg.warmup_lr if cfg.warmup_lr is not None else cfg.lr)
     for w in range(cfg.warmup_steps):
-        _, x0, t, noise = train_batch(cfg, w, images, scheduler.config.num_train_timesteps, phase="warmup")
-        loss = plain_step(unet, scheduler, optimizer, x0, t, noise, f"warm-up step {w}", par)
+        _, batch = train_batch(cfg, w, images, task.num_train_timesteps, phase="warmup")
+        loss = plain_step(task, optimizer, batch, f"warm-up step {w}", par)
         if progress is not None:
             progress(w + 1, total, loss)
     set_lr(optimizer, cfg.lr)
@@ -186,8 +184,9 @@ def warm_up(
 
 @dataclass(frozen=True)
 class Valued:
-    """What the valued steps need besides the model: targets, engine, Adam's P_t."""
+    """What the valued steps need besides the model: training inputs, targets, engine, Adam's P_t."""
 
+    images: torch.Tensor  # the training folder as the task's inputs, on the model's device
     plan: TargetPlan
     engine: ValueEngine | None  # None: plain training (--no-values)
     precondition: Callable | None
@@ -196,30 +195,28 @@ class Valued:
 
 def valued_steps(
     cfg: TrainConfig,
-    unet: UNet2DModel,
-    scheduler: DDPMScheduler,
+    task: Task,
     optimizer: torch.optim.Optimizer,
-    images: torch.Tensor,
     valued: Valued,
     tally: Tally,
-    start: int,
-    stop: int,
+    steps: range,
     after_step: StepHook | None = None,
 ) -> None:
-    """Steps [start, stop) of the valued phase, values added into `tally`."""
+    """The valued phase's `steps`, values added into `tally`."""
     plan, engine, par = valued.plan, valued.engine, valued.parallel
-    for step in range(start, stop):
-        idx, x0, t, noise = train_batch(cfg, step, images, scheduler.config.num_train_timesteps)
+    stop = steps.stop
+    for step in steps:
+        idx, batch = train_batch(cfg, step, valued.images, task.num_train_timesteps)
         optimizer.zero_grad(set_to_none=True)
         if engine is None:
-            loss = plain_step(unet, scheduler, optimizer, x0, t, noise, f"step {step}", par)
+            loss = plain_step(task, optimizer, batch, f"step {step}", par)
             tally.log.append(log_row(step, cfg.lr, loss, float("nan"), float("nan"), float("nan")))
         else:
-            rows = plan.rows(step).to(images.device)
+            rows = plan.rows(step).to(valued.images.device)
             mine, gather = par.target_share(rows)
             sv = engine.step(
-                _micro_losses(unet, scheduler, x0, t, noise, par),
-                lambda sel: noise_prediction_losses(unet, scheduler, *mine.select(sel)),
+                _micro_losses(task, batch, par),
+                lambda sel: task.losses(mine.select(sel)),
                 mine.slot,
                 len(mine.columns),
                 cfg.lr,
@@ -250,22 +247,22 @@ def valued_steps(
             if plan.estimator == "exact" and tally.log and step > 0:
                 tally.log[-1]["target_loss_after"] = before
             last = step + 1 == stop
-            after = target_loss_after(unet, scheduler, rows, real) if plan.estimator != "exact" or last else float("nan")
+            after = target_loss_after(task, rows, real) if plan.estimator != "exact" or last else float("nan")
             value_sum = float(sv.total.sum(0)[real].mean())
             tally.log.append(log_row(step, cfg.lr, sv.train_loss, before, after, value_sum))
         if after_step is not None:
             after_step(step + 1)
 
 
-def _micro_losses(unet, scheduler, x0, t, noise, par: Parallel):
+def _micro_losses(task: Task, batch: Rows, par: Parallel):
     """The engine's training loss function(s): the whole batch, or this process's micro-batches."""
     if par.trivial:
-        return lambda: noise_prediction_losses(unet, scheduler, x0, t, noise)
+        return lambda: task.losses(batch)
 
     def micro(pos: torch.Tensor):
         def losses() -> torch.Tensor:
-            with par.autocast(x0.device):
-                return noise_prediction_losses(unet, scheduler, x0[pos], t[pos], noise[pos])
+            with par.autocast(batch.inputs.device):
+                return task.losses(batch[pos])
 
         return losses
 
@@ -273,12 +270,9 @@ def _micro_losses(unet, scheduler, x0, t, noise, par: Parallel):
 
 
 @torch.no_grad()
-def target_loss_after(unet, scheduler, rows: TargetRows, real: torch.Tensor) -> float:
+def target_loss_after(task: Task, rows: TargetRows, real: torch.Tensor) -> float:
     """Mean loss of the step's real targets at w_{t+1}, on the same draws."""
-    losses = noise_prediction_losses(unet, scheduler, rows.images, rows.timesteps, rows.noise).to(torch.float64)
-    n = len(rows.columns)
-    per = torch.zeros(n, dtype=torch.float64, device=losses.device).index_add(0, rows.slot, losses)
-    per = per / torch.bincount(rows.slot, minlength=n)
+    per = column_means(task.losses(rows.select(None)).to(torch.float64), rows)
     return float(per.cpu()[real].mean())
 
 
