@@ -34,7 +34,8 @@ import torch
 
 from royalty.attribution.training.device import use_device
 from royalty.attribution.model.diffusion import build_default_unet, default_scheduler, noise_prediction_losses
-from royalty.attribution.engine.step import EngineConfig, ValueEngine
+from royalty.attribution.engine.hvp import TargetSide
+from royalty.attribution.engine.step import EngineConfig, Update, ValueEngine
 
 LR = 0.01
 
@@ -90,7 +91,7 @@ def _method(name: str, res: int, b: int, k: int, device: torch.device) -> Callab
 
         def run() -> None:
             unet.zero_grad(set_to_none=True)
-            engine.step(losses(tr), target_losses, index, k, LR)
+            engine.step(losses(tr), TargetSide(target_losses, index, k), Update(LR))
         return run
     if name == "torch.func":
         from torch.func import functional_call, grad, vmap

@@ -21,7 +21,8 @@ import torch
 from royalty.attribution.data.folders import load_targets, load_training_data
 from royalty.attribution.model.diffusion import PixelDiffusion, build_default_unet, default_scheduler, noise_prediction_losses
 from royalty.attribution.training.draws import batch_indices, noise_draws
-from royalty.attribution.engine.step import EngineConfig, ValueEngine
+from royalty.attribution.engine.hvp import TargetSide
+from royalty.attribution.engine.step import EngineConfig, Update, ValueEngine
 from royalty.attribution.training.targets import TargetPlan
 
 ROOT = Path(__file__).resolve().parent.parent / "sample_data"
@@ -65,8 +66,8 @@ def main() -> None:
                 start = time.perf_counter()
                 sv = engine.step(
                     lambda: noise_prediction_losses(unet, sched, x0, t, noise),
-                    lambda sel: task.losses(rows.select(sel)),
-                    rows.slot, len(rows.columns), lr,
+                    TargetSide(lambda sel: task.losses(rows.select(sel)), rows.slot, len(rows.columns)),
+                    Update(lr),
                 )
                 seconds[name] += (time.perf_counter() - start) / len(plans)
                 full = torch.zeros(b, k, dtype=torch.float64).index_copy(1, rows.columns, sv.first * rows.scale)

@@ -76,10 +76,10 @@ def compute_payout(request: PayoutRequest, now: str | None = None) -> dict[str, 
         cur = _currency_option(request.currency or DEFAULT_CURRENCY)
         policy = _policy(request, cur)
         split = split_revenue(values, _amount_option("--revenue", request.revenue, cur), policy)
-        return build_statement(run, values.column, split, cur, policy, None, False, stamp)
+        return build_statement(run, values.column, split, cur, policy, None, stamp)
 
     assert request.sales is not None
     ledger = read_ledger(request.sales, frozenset(values.targets), request.currency)
     policy = _policy(request, ledger.currency)
     split = split_sales(values, ledger, policy, detail=request.detail)
-    return build_statement(run, values.column, split, ledger.currency, policy, ledger, request.detail, stamp)
+    return build_statement(run, values.column, split, ledger.currency, policy, ledger, stamp)

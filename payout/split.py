@@ -206,22 +206,8 @@ def _split_targets(
                 weighted[i] = True
                 share_num[i] += sum(earned) * w * _SHARE_PRECISION // total
         if detail:
-            lines[t] = [
-                (
-                    tw.rule,
-                    tuple(
-                        SaleLine(
-                            values.owners[i],
-                            fraction_of(sums.numerators[t * n_owners + i], sums.scale),
-                            Fraction(w, total),
-                            int(a),
-                        )
-                        for i, w, a in zip(tw.owners, tw.weights, row.tolist())
-                        if w > 0
-                    ),
-                )
-                for row in table
-            ]
+            values_of = [fraction_of(sums.numerators[t * n_owners + i], sums.scale) for i in tw.owners]
+            lines[t] = [(tw.rule, _sale_lines(values.owners, tw, values_of, row.tolist())) for row in table]
 
     revenue = sum(sum(earned) for earned in amounts.values())
     owners = tuple(
@@ -237,3 +223,13 @@ def _split_targets(
     )
     equal = tuple(sorted(values.targets[t] for t, tw in per_target.items() if tw.rule == RULE_EQUAL))
     return Split(revenue, owners, len(amounts), equal, ()), lines
+
+
+def _sale_lines(owners: tuple[str, ...], tw: _TargetWeights, values_of: list[Fraction], amounts: list[int]) -> tuple[SaleLine, ...]:
+    """One sale's lines: the owners its target's weights pay, with their value, share and amount."""
+    total = sum(tw.weights)
+    return tuple(
+        SaleLine(owners[i], v, Fraction(w, total), int(a))
+        for i, w, v, a in zip(tw.owners, tw.weights, values_of, amounts)
+        if w > 0
+    )

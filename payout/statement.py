@@ -98,9 +98,9 @@ def build_statement(
     cur: Currency,
     policy: PayoutPolicy,
     ledger: Ledger | None,
-    detail: bool,
     now: str,
 ) -> dict[str, Any]:
+    """The statement of `split`; per-sale lines when the split carries them (`--detail`)."""
     manifest = run.manifest
     model = manifest.get("outputs", {}).get("model")
     mode = "sales" if ledger else "revenue"
@@ -136,33 +136,9 @@ def build_statement(
         # Kept out of every other id, so statements computed before it existed keep theirs.
         identity["revenue_split"] = "per_target"
     statement_id = sha256_hex(canonical_json(identity))
-
-    payees = []
-    paid = carried = 0
-    for o in split.owners:
-        if policy.carries_forward(o.allocated):
-            amount, forward, status = 0, o.allocated, STATUS_CARRIED
-        elif o.allocated > 0:
-            amount, forward, status = o.allocated, 0, STATUS_PAID
-        else:
-            amount, forward = 0, 0
-            status = STATUS_ROUNDED if o.weighted else STATUS_NOT_POSITIVE
-        paid += amount
-        carried += forward
-        value = value_float(o.value, f"owner {o.owner!r}")
-        payees.append(
-            {
-                "owner": o.owner,
-                "images": o.images,
-                "value_sum": value,
-                "value_sum_decimal": repr(value),
-                "share": share_string(o.share),
-                "amount": money(amount, cur),
-                "carried_forward": money(forward, cur),
-                "status": status,
-                "idempotency_key": sha256_hex(f"{statement_id}\n{o.owner}".encode()),
-            }
-        )
+    payees = _payees(split, policy, cur, statement_id)
+    paid = sum(p["amount"]["minor"] for p in payees)
+    carried = sum(p["carried_forward"]["minor"] for p in payees)
     if paid + carried != split.revenue:  # the one invariant a payout must never break
         raise AssertionError(f"paid {paid} + carried {carried} != revenue {split.revenue}")
 
@@ -188,9 +164,36 @@ def build_statement(
             "payees_paid": sum(1 for p in payees if p["status"] == STATUS_PAID),
         },
     }
-    if detail:
+    if split.sales:
         doc["sale_details"] = [_sale_detail(s, cur) for s in split.sales]
     return doc
+
+
+def _payees(split: Split, policy: PayoutPolicy, cur: Currency, statement_id: str) -> list[dict[str, Any]]:
+    payees = []
+    for o in split.owners:
+        if policy.carries_forward(o.allocated):
+            amount, forward, status = 0, o.allocated, STATUS_CARRIED
+        elif o.allocated > 0:
+            amount, forward, status = o.allocated, 0, STATUS_PAID
+        else:
+            amount, forward = 0, 0
+            status = STATUS_ROUNDED if o.weighted else STATUS_NOT_POSITIVE
+        value = value_float(o.value, f"owner {o.owner!r}")
+        payees.append(
+            {
+                "owner": o.owner,
+                "images": o.images,
+                "value_sum": value,
+                "value_sum_decimal": repr(value),
+                "share": share_string(o.share),
+                "amount": money(amount, cur),
+                "carried_forward": money(forward, cur),
+                "status": status,
+                "idempotency_key": sha256_hex(f"{statement_id}\n{o.owner}".encode()),
+            }
+        )
+    return payees
 
 
 def _sales_summary(ledger: Ledger) -> dict[str, Any]:

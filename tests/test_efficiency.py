@@ -12,7 +12,8 @@ from scipy.stats import spearmanr
 
 from royalty.attribution.model.diffusion import build_default_unet, default_scheduler, noise_prediction_losses
 from royalty.attribution.training.draws import batch_indices, noise_draws
-from royalty.attribution.engine.step import EngineConfig, ValueEngine
+from royalty.attribution.engine.hvp import TargetSide
+from royalty.attribution.engine.step import EngineConfig, Update, ValueEngine
 
 
 @pytest.fixture(scope="module")
@@ -41,8 +42,11 @@ def trace() -> dict[str, torch.Tensor]:
         opt.zero_grad()
         sv = engine.step(
             lambda: noise_prediction_losses(unet, sched, images[idx], t, noise.double()),
-            lambda rows: noise_prediction_losses(unet, sched, *(u if rows is None else u[rows] for u in (target_images, tt, tn))),
-            index, n_targets, lr,
+            TargetSide(
+                lambda rows: noise_prediction_losses(unet, sched, *(u if rows is None else u[rows] for u in (target_images, tt, tn))),
+                index, n_targets,
+            ),
+            Update(lr),
         )
         before = sv.target_losses
         opt.step()

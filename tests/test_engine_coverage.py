@@ -10,7 +10,8 @@ from torch import nn
 
 from engine_cases import Case, diffusers_unet, layer_case, unet_case
 from royalty.attribution.model.diffusion import TinyUNetConfig, build_default_unet
-from royalty.attribution.engine.step import EngineConfig, ValueEngine, plan_model
+from royalty.attribution.engine.hvp import TargetSide
+from royalty.attribution.engine.step import EngineConfig, Update, ValueEngine, plan_model
 from royalty.attribution.engine.paths import Shapes, choose_path
 from royalty.attribution.training.trainer import freeze
 from royalty.cli.errors import EXIT_DATAERR, exit_code_for
@@ -105,7 +106,7 @@ def _with_model(model: nn.Module, in_shape: tuple[int, ...], dtype: torch.dtype)
 def _step(case: Case) -> None:
     engine = ValueEngine(case.model, EngineConfig())
     case.model.zero_grad(set_to_none=True)
-    engine.step(case.train_losses, case.target_losses, case.target_index, case.n_targets, 0.1)
+    engine.step(case.train_losses, TargetSide(case.target_losses, case.target_index, case.n_targets), Update(0.1))
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["f64", "f32"])
@@ -164,7 +165,7 @@ def test_diffusers_default_unets_pass_the_self_check(name: str) -> None:
     case = unet_case(resolution=16, n_train=3, n_targets=2, draws=1, dtype=torch.float32, model=model)
     engine = ValueEngine(case.model, EngineConfig())
     case.model.zero_grad(set_to_none=True)
-    got = engine.step(case.train_losses, case.target_losses, case.target_index, case.n_targets, 0.1)
+    got = engine.step(case.train_losses, TargetSide(case.target_losses, case.target_index, case.n_targets), Update(0.1))
     assert torch.isfinite(got.first).all() and got.first.abs().sum() > 0
     if model.config.block_out_channels[0] == 32:
         # the case the check used to refuse: a parameter whose whole gradient is rounding noise
@@ -179,7 +180,7 @@ def test_ghost_cannot_be_pinned_with_a_preconditioned_target_side() -> None:
     engine = ValueEngine(case.model, EngineConfig(paths={"*": "ghost"}))
     ones = {n: torch.ones_like(p) for n, p in case.model.named_parameters()}
     with pytest.raises(UsageError, match="ghost"):
-        engine.step(case.train_losses, case.target_losses, case.target_index, case.n_targets, 0.1, lambda g: ones)
+        engine.step(case.train_losses, TargetSide(case.target_losses, case.target_index, case.n_targets), Update(0.1, lambda g: ones))
 
 
 def test_unknown_path_and_order_are_usage_errors() -> None:

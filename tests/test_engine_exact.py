@@ -13,7 +13,8 @@ from torch import nn
 from engine_cases import Case, diffusers_unet, layer_case, unet_case
 from engine_reference import reference_values
 from royalty.attribution.model.diffusion import TinyUNetConfig
-from royalty.attribution.engine.step import EngineConfig, ValueEngine
+from royalty.attribution.engine.hvp import TargetSide
+from royalty.attribution.engine.step import EngineConfig, Update, ValueEngine
 from royalty.attribution.training.optim import adamw_preconditioner
 from royalty.errors import UsageError
 
@@ -40,11 +41,8 @@ def run_engine(case: Case, path: str | None, order: int, precond: dict[str, torc
     case.model.zero_grad(set_to_none=True)
     return engine.step(
         case.train_losses,
-        case.target_losses,
-        case.target_index,
-        case.n_targets,
-        LR,
-        preconditioner=(lambda grads: precond) if precond is not None else None,
+        TargetSide(case.target_losses, case.target_index, case.n_targets),
+        Update(LR, (lambda grads: precond) if precond is not None else None),
     )
 
 
@@ -257,9 +255,10 @@ def test_adamw_preconditioner_matches_optimizer_state() -> None:
 def test_ghost_pinned_where_the_target_side_is_not_rank_one_is_refused(why) -> None:
     case = layer_case(nn.Linear(4, 3), (4,))
     engine = ValueEngine(case.model, EngineConfig(paths={"*": "ghost"}))
-    kwargs = {"preconditioner": lambda grads: fixed_precond(case)} if why == "preconditioned" else {"gather_targets": lambda local: local}
+    precondition = (lambda grads: fixed_precond(case)) if why == "preconditioned" else None
+    gather = (lambda local: local) if why != "preconditioned" else None
     with pytest.raises(UsageError, match=f"path 'ghost' cannot be used for layer.weight: .*{why.split()[0]}"):
-        engine.step(case.train_losses, case.target_losses, case.target_index, case.n_targets, LR, **kwargs)
+        engine.step(case.train_losses, TargetSide(case.target_losses, case.target_index, case.n_targets, gather), Update(LR, precondition))
 
 
 @pytest.mark.parametrize("order", [1, 2])
@@ -274,7 +273,7 @@ def test_targets_shared_over_processes_take_the_dense_paths_and_stay_exact(order
         return local
 
     case.model.zero_grad(set_to_none=True)
-    got = engine.step(case.train_losses, case.target_losses, case.target_index, case.n_targets, LR, gather_targets=gather)
+    got = engine.step(case.train_losses, TargetSide(case.target_losses, case.target_index, case.n_targets, gather), Update(LR))
     want_first, want_second = reference(case, order, None)
     assert "ghost" not in got.paths.values()
     assert rel_err(got.first, want_first) <= TOL[torch.float64]

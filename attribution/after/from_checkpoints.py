@@ -17,7 +17,8 @@ from royalty.atomic import sha256_file
 from royalty.attribution.training import checkpoint
 from royalty.attribution.data.folders import ImageTable
 from royalty.attribution.model.task import Rows
-from royalty.attribution.engine.step import EngineConfig, ValueEngine
+from royalty.attribution.engine.hvp import TargetSide
+from royalty.attribution.engine.step import EngineConfig, Update, ValueEngine
 from royalty.attribution.training.optim import adamw_preconditioner, make_optimizer
 from royalty.attribution.after.recorded import Recorded
 from royalty.attribution.after.replay import Attributed, target_plan
@@ -75,16 +76,12 @@ def from_checkpoints(
         batch = Rows(*(torch.cat(parts) for parts in zip(*((b.inputs, b.timesteps, b.noise) for _, b in batches))))
         for lo in range(0, len(idx), max_rows):
             part = slice(lo, lo + max_rows)
-            n = len(idx[part])
             optimizer.zero_grad(set_to_none=True)
             sv = engine.step(
                 lambda: task.losses(batch[part]),  # noqa: B023
-                lambda sel: task.losses(rows.select(sel)),
-                rows.slot,
-                len(rows.columns),
-                # the engine scales by lr / rows; each row's step had lr / (rows in its step)
-                cfg.lr * n / cfg.step_batch_size,
-                precondition,
+                TargetSide(lambda sel: task.losses(rows.select(sel)), rows.slot, len(rows.columns)),
+                # each row's step had lr / (rows in its step): this call's rows are several steps'
+                Update(cfg.lr, precondition, rows=cfg.step_batch_size),
             )
             if not bool(torch.isfinite(sv.first).all()):
                 raise DataError(f"non-finite values from the checkpoint at step {start}")

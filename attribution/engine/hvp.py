@@ -18,7 +18,8 @@ derivative.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Literal
 
 import torch
@@ -33,32 +34,47 @@ HVP_METHODS: tuple[HvpMethod, ...] = ("batched", "loop")
 RowLossFn = Callable[[torch.Tensor | None], torch.Tensor]
 
 
+@dataclass(frozen=True)
+class TargetSide:
+    """A step's targets as one call evaluates them: their rows' losses and which target each row is.
+
+    A target's loss is the mean of its rows. `gather`: these `count` targets are one
+    process's share of the step's; `gather(local)` turns a [count, ...] tensor into the
+    step's [K, ...] (every process's shares in target order). None: all of them.
+    """
+
+    losses: RowLossFn
+    index: torch.Tensor  # [rows]: the target of each row, in 0..count-1
+    count: int
+    gather: Callable[[torch.Tensor], torch.Tensor] | None = None
+
+    def rows_of(self, k: int) -> torch.Tensor:
+        return (self.index == k).nonzero().squeeze(1)
+
+
 def hessian_vector_products(
     model: nn.Module,
-    target_losses: RowLossFn,
-    target_index: torch.Tensor,
-    n_targets: int,
-    names: Sequence[str],
-    params: Sequence[nn.Parameter],
+    targets: TargetSide,
+    params: Mapping[str, nn.Parameter],
     v: Sequence[torch.Tensor],
     method: HvpMethod = "loop",
     chunk_rows: int = 64,
 ) -> list[torch.Tensor]:
-    """[K, *shape] per parameter: H_k v, H_k the Hessian of target k's mean row loss."""
-    out = [torch.empty((n_targets, *p.shape), dtype=p.dtype, device=p.device) for p in params]
+    """[K, *shape] per parameter (in `params`' order): H_k v, H_k the Hessian of target k's mean row loss."""
+    out = [torch.empty((targets.count, *p.shape), dtype=p.dtype, device=p.device) for p in params.values()]
     with sdpa_kernel([SDPBackend.MATH]):
         if method == "loop":
-            _loop(target_losses, target_index, n_targets, params, v, out)
+            _loop(targets, list(params.values()), v, out)
         elif method == "batched":
-            _batched(model, target_losses, target_index, n_targets, names, params, v, out, chunk_rows)
+            _batched(model, targets, params, v, out, chunk_rows)
         else:
             raise ValueError(f"unknown Hessian-vector product method {method!r}")
     return out
 
 
-def _loop(target_losses, target_index, n_targets, params, v, out) -> None:
-    for k in range(n_targets):
-        loss = target_losses((target_index == k).nonzero().squeeze(1)).mean()
+def _loop(targets: TargetSide, params, v, out) -> None:
+    for k in range(targets.count):
+        loss = targets.losses(targets.rows_of(k)).mean()
         g = torch.autograd.grad(loss, params, create_graph=True, allow_unused=True)
         dot = sum((gi * vi).sum() for gi, vi in zip(g, v) if gi is not None)
         h = torch.autograd.grad(dot, params, allow_unused=True)
@@ -78,10 +94,10 @@ class _Rows(nn.Module):
         return self.target_losses(rows)
 
 
-def _batched(model, target_losses, target_index, n_targets, names, params, v, out, chunk_rows: int) -> None:
-    wrapper = _Rows(model, target_losses)
-    keys = [f"model.{n}" for n in names]
-    weights = {k: p.detach() for k, p in zip(keys, params)}
+def _batched(model, targets: TargetSide, params: Mapping[str, nn.Parameter], v, out, chunk_rows: int) -> None:
+    wrapper = _Rows(model, targets.losses)
+    keys = [f"model.{n}" for n in params]
+    weights = {k: p.detach() for k, p in zip(keys, params.values())}
     direction = dict(zip(keys, v))
 
     def target_hvp(rows: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -95,8 +111,8 @@ def _batched(model, target_losses, target_index, n_targets, names, params, v, ou
         return grad(dot)(weights)
 
     # targets with the same number of rows form one batch: rows [n, M], vmapped over n
-    counts = torch.bincount(target_index, minlength=n_targets)
-    order = torch.argsort(target_index, stable=True)  # rows of target 0, then 1, …
+    counts = torch.bincount(targets.index, minlength=targets.count)
+    order = torch.argsort(targets.index, stable=True)  # rows of target 0, then 1, …
     starts = torch.cumsum(counts, 0) - counts
     for m in sorted(set(counts.tolist())):
         if m == 0:

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from royalty.attribution.engine.capture import Capture, Covered, capturing
-from royalty.attribution.engine.hvp import HVP_METHODS, HvpMethod, RowLossFn, hessian_vector_products
+from royalty.attribution.engine.hvp import HVP_METHODS, HvpMethod, TargetSide, hessian_vector_products
 from royalty.attribution.engine.paths import (
     DEFAULT_MATERIALIZE_LIMIT,
     PathName,
@@ -64,6 +64,27 @@ class EngineConfig:
         for key, path in self.paths.items():
             if path not in ("ghost", "materialize", "forward"):
                 raise UsageError(f"unknown path {path!r} for {key!r}")
+
+
+@dataclass(frozen=True)
+class Update:
+    """What the values need of the step's update: w ← w − lr · P ⊙ (mean gradient over `rows` rows)."""
+
+    lr: float
+    # P (same shapes) from this step's gradients; None: plain SGD (P = I)
+    precondition: Callable[[Mapping[str, torch.Tensor]], Mapping[str, torch.Tensor]] | None = None
+    rows: int | None = None  # rows the update averages over, across micro-batches and processes; None: this call's
+
+
+@dataclass(frozen=True)
+class _Batch:
+    """The training side of one step, as the second-order term needs it."""
+
+    trains: Sequence[Mapping[str, PerSample]]  # per micro-batch: each parameter's per-sample representation
+    sizes: Sequence[int]  # rows per micro-batch
+    grads: Mapping[str, torch.Tensor]  # the step's gradient (`.grad`)
+    precond: Mapping[str, torch.Tensor] | None
+    rows_total: int
 
 
 @dataclass(frozen=True)
@@ -122,14 +143,9 @@ class ValueEngine:
     def step(
         self,
         train_losses: LossFn | Sequence[LossFn],
-        target_losses: RowLossFn,
-        target_index: torch.Tensor,
-        n_targets: int,
-        lr: float,
-        preconditioner: Callable[[Mapping[str, torch.Tensor]], Mapping[str, torch.Tensor]] | None = None,
+        targets: TargetSide,
+        update: Update,
         finish_grads: Callable[[], None] | None = None,
-        step_rows: int | None = None,
-        gather_targets: Callable[[torch.Tensor], torch.Tensor] | None = None,
     ) -> StepValues:
         """Backward the mean training loss into `.grad` (as plain training does) and value it.
 
@@ -137,22 +153,72 @@ class ValueEngine:
         each is backwarded in turn, `.grad` accumulating). `finish_grads()` runs after the
         last backward and before P and the values are taken from `.grad`: it turns the
         accumulated local gradients into the step's gradient (accumulation scaling, the
-        data-parallel all-reduce). `step_rows` is the number of rows the step's update
-        averages over, across micro-batches and processes (None: this call's rows); the
-        values are (η / step_rows)⟨P ∇ℓ_T, ∇ℓ(z)⟩ for this call's rows.
-        `target_losses(None)` returns one loss per target row (`target_losses(rows)` those
-        rows only); row r belongs to target `target_index[r]`, and a target's loss is the
-        mean of its rows.
-        `preconditioner(grads)` returns P (same shapes) from this step's gradients.
-        `gather_targets`: this call's `n_targets` targets are one process's share of the
-        step's; `gather_targets(local)` turns a [n_targets, ...] tensor into the step's
-        [K, ...] (every process's shares in target order). Each target's gradient sums
-        (and Hessian-vector products) are gathered, so the values cover all K targets;
-        ghost, which needs the targets' factors rather than their sums, is not used.
+        data-parallel all-reduce). The values are (η / update.rows)⟨P ∇ℓ_T, ∇ℓ(z)⟩ for this
+        call's rows. With `targets.gather`, each target's gradient sums (and Hessian-vector
+        products) are gathered, so the values cover all K targets; ghost, which needs the
+        targets' factors rather than their sums, is then not used.
         """
-        gather = gather_targets if gather_targets is not None else (lambda local: local)
         micro = (train_losses,) if callable(train_losses) else tuple(train_losses)
         # 1. the training batch: exactly the backward plain training runs (per micro-batch)
+        trains, row_losses, last_loss = self._train_pass(micro)
+        if finish_grads is not None:
+            finish_grads()
+        grads = {n: p.grad for n, p in self.params.items()}
+        sizes = [int(r.shape[0]) for r in row_losses]
+        rows_total = update.rows if update.rows is not None else sum(sizes)
+
+        # 2. the targets at the same weights: output gradients only, no weight gradients
+        target, per_target, n_target_rows = self._target_pass(targets)
+        gather = targets.gather if targets.gather is not None else (lambda local: local)
+        all_target_losses = gather(per_target.detach().to(torch.float64))
+
+        # 3. first order, per parameter: the target side once, dotted with every micro-batch
+        precond = dict(update.precondition(grads)) if update.precondition is not None else None
+        firsts = [
+            torch.zeros(size, all_target_losses.shape[0], dtype=torch.float64, device=row_losses[-1].device)
+            for size in sizes
+        ]
+        chosen: dict[str, PathName] = {}
+        dense = precond is not None or targets.gather is not None
+        for name in self.params:
+            tg = target[name]
+            u = None  # the parameter's [K, ...] target gradients: once per step, freed after
+            for train, first in zip(trains, firsts):
+                tr = train[name]
+                path = self._path(name, tr, tg, n_target_rows, targets.count, dense_target=dense)
+                chosen[name] = path
+                if path == "ghost":
+                    assert isinstance(tr, Factored) and isinstance(tg, Factored)
+                    d = dots_ghost(tr, tg, targets.index, targets.count)
+                else:
+                    if u is None:
+                        u = gather(target_sums(tg, targets.index, targets.count))
+                        if precond is not None:
+                            u = u * _as_rows(precond[name], tr).unsqueeze(0)
+                    d = dots_dense(tr, u, path)
+                first += d.to(torch.float64)
+        for first, size in zip(firsts, sizes):
+            # captured train gradients are of the micro-batch's *mean* loss, i.e. ∇ℓ(z)/size;
+            # the step averages over rows_total rows (× 1.0 exactly when they are the same)
+            first *= update.lr
+            first *= size / rows_total
+
+        seconds = [torch.zeros_like(f) for f in firsts]
+        if self.config.order == 2:
+            batch = _Batch(trains, sizes, grads, precond, rows_total)
+            seconds = self._second_order(targets, batch, chosen, update.lr)
+
+        return StepValues(
+            first=firsts[0] if len(firsts) == 1 else torch.cat(firsts),
+            second=seconds[0] if len(seconds) == 1 else torch.cat(seconds),
+            train_loss=last_loss if len(micro) == 1 else float(torch.cat(row_losses).mean()),
+            target_losses=all_target_losses,
+            paths=chosen,
+            row_losses=torch.cat(row_losses),
+        )
+
+    def _train_pass(self, micro: Sequence[LossFn]) -> tuple[list[dict[str, PerSample]], list[torch.Tensor], float]:
+        """Each micro-batch's per-sample representations and row losses, and the last one's mean loss."""
         trains: list[dict[str, PerSample]] = []
         row_losses: list[torch.Tensor] = []
         for fn in micro:
@@ -168,71 +234,24 @@ class ValueEngine:
                 self._checked = True
             trains.append(train)
             row_losses.append(losses.detach())
-        if finish_grads is not None:
-            finish_grads()
-        grads = {n: p.grad for n, p in self.params.items()}
-        sizes = [int(r.shape[0]) for r in row_losses]
-        n_train = sum(sizes)
-        rows_total = step_rows if step_rows is not None else n_train
+        return trains, row_losses, float(loss.detach())
 
-        # 2. the targets at the same weights: output gradients only, no weight gradients
-        counts = torch.bincount(target_index, minlength=n_targets)
+    def _target_pass(self, targets: TargetSide) -> tuple[dict[str, PerSample], torch.Tensor, int]:
+        """The targets' per-layer representations, each target's mean loss, and the row count."""
+        counts = torch.bincount(targets.index, minlength=targets.count)
         if bool((counts == 0).any()):
             raise ValueError("every target needs at least one row")
         # the parameters' dtype, never the training loss's: under autocast that can be bf16
         weights = 1.0 / counts.to(next(iter(self.params.values())).dtype)
         with capturing(self.covered, grab_grads=False) as tcap:
-            rows = target_losses(None)
-            per_target = torch.zeros(n_targets, dtype=rows.dtype, device=rows.device).index_add(0, target_index, rows * weights[target_index].to(rows.dtype))
+            rows = targets.losses(None)
+            per_target = torch.zeros(targets.count, dtype=rows.dtype, device=rows.device).index_add(
+                0, targets.index, rows * weights[targets.index].to(rows.dtype)
+            )
             outs = tcap.outputs()
             out_grads = torch.autograd.grad(per_target.sum(), outs, allow_unused=True)
             tcap.set_output_grads([g if g is not None else torch.zeros_like(o) for g, o in zip(out_grads, outs)])
-        target = tcap.collect()
-        n_target_rows = rows.shape[0]
-        all_target_losses = gather(per_target.detach().to(torch.float64))
-        k_all = all_target_losses.shape[0]
-
-        precond = dict(preconditioner(grads)) if preconditioner is not None else None
-        firsts = [torch.zeros(size, k_all, dtype=torch.float64, device=losses.device) for size in sizes]
-        chosen: dict[str, PathName] = {}
-        dense = precond is not None or gather_targets is not None
-        for name in self.params:
-            tg = target[name]
-            u = None  # the parameter's [K, ...] target gradients: once per step, freed after
-            for train, first in zip(trains, firsts):
-                tr = train[name]
-                path = self._path(name, tr, tg, n_target_rows, n_targets, dense_target=dense)
-                chosen[name] = path
-                if path == "ghost":
-                    assert isinstance(tr, Factored) and isinstance(tg, Factored)
-                    d = dots_ghost(tr, tg, target_index, n_targets)
-                else:
-                    if u is None:
-                        u = gather(target_sums(tg, target_index, n_targets))
-                        if precond is not None:
-                            u = u * _as_rows(precond[name], tr).unsqueeze(0)
-                    d = dots_dense(tr, u, path)
-                first += d.to(torch.float64)
-        for first, size in zip(firsts, sizes):
-            # captured train gradients are of the micro-batch's *mean* loss, i.e. ∇ℓ(z)/size;
-            # the step averages over rows_total rows (× 1.0 exactly when they are the same)
-            first *= lr
-            first *= size / rows_total
-
-        seconds = [torch.zeros_like(f) for f in firsts]
-        if self.config.order == 2:
-            seconds = self._second_order(
-                target_losses, target_index, n_targets, trains, sizes, grads, precond, chosen, rows_total, lr, gather
-            )
-
-        return StepValues(
-            first=firsts[0] if len(firsts) == 1 else torch.cat(firsts),
-            second=seconds[0] if len(seconds) == 1 else torch.cat(seconds),
-            train_loss=float(loss.detach()) if len(micro) == 1 else float(torch.cat(row_losses).mean()),
-            target_losses=all_target_losses,
-            paths=chosen,
-            row_losses=torch.cat(row_losses),
-        )
+        return tcap.collect(), per_target, rows.shape[0]
 
     # -- helpers -----------------------------------------------------------------
 
@@ -305,29 +324,16 @@ class ValueEngine:
             )
 
     def _second_order(
-        self,
-        target_losses: RowLossFn,
-        target_index: torch.Tensor,
-        n_targets: int,
-        trains: Sequence[Mapping[str, PerSample]],
-        sizes: Sequence[int],
-        grads: Mapping[str, torch.Tensor],
-        precond: Mapping[str, torch.Tensor] | None,
-        chosen: dict[str, PathName],
-        rows_total: int,
-        lr: float,
-        gather: Callable[[torch.Tensor], torch.Tensor],
+        self, targets: TargetSide, batch: "_Batch", chosen: dict[str, PathName], lr: float
     ) -> list[torch.Tensor]:
         names = list(self.params)
-        params = [self.params[n] for n in names]
+        grads, precond, rows_total = batch.grads, batch.precond, batch.rows_total
         # v = P Σ_j ∇ℓ(z_j) over the step's whole batch; `.grad` holds its mean
         v = [grads[n] * rows_total * (precond[n] if precond is not None else 1.0) for n in names]
-        hvps = hessian_vector_products(
-            self.model, target_losses, target_index, n_targets, names, params, v, self.config.hvp, self.config.hvp_chunk_rows
-        )
-        hv = [gather(h) for h in hvps]
+        hvps = hessian_vector_products(self.model, targets, self.params, v, self.config.hvp, self.config.hvp_chunk_rows)
+        hv = [targets.gather(h) for h in hvps] if targets.gather is not None else hvps
         outs = []
-        for train, size in zip(trains, sizes):
+        for train, size in zip(batch.trains, batch.sizes):
             out = torch.zeros(size, hv[0].shape[0], dtype=torch.float64, device=v[0].device)
             for name, h in zip(names, hv):
                 tr = train[name]

@@ -20,7 +20,8 @@ from royalty.attribution.training.config import TrainConfig
 from royalty.attribution.model.task import Rows, Task
 from royalty.attribution.training.distributed import Dist, gather_rows, gather_shards, reduce_gradients, shard_range, shard_rows
 from royalty.attribution.training.draws import batch_indices, noise_draws
-from royalty.attribution.engine.step import ValueEngine
+from royalty.attribution.engine.hvp import TargetSide
+from royalty.attribution.engine.step import Update, ValueEngine
 from royalty.attribution.training.targets import TargetPlan, TargetRows, column_means
 from royalty.errors import TrainingError
 
@@ -216,14 +217,9 @@ def valued_steps(
             mine, gather = par.target_share(rows)
             sv = engine.step(
                 _micro_losses(task, batch, par),
-                lambda sel: task.losses(mine.select(sel)),
-                mine.slot,
-                len(mine.columns),
-                cfg.lr,
-                valued.precondition,
+                TargetSide(lambda sel: task.losses(mine.select(sel)), mine.slot, len(mine.columns), gather),
+                Update(cfg.lr, valued.precondition, rows=len(idx)),
                 finish_grads=None if par.trivial else lambda: par.finish_grads(optimizer),
-                step_rows=len(idx),
-                gather_targets=gather,
             )
             if not par.trivial:  # every process's rows, in the batch's order, everywhere
                 sv = dataclasses.replace(
