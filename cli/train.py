@@ -9,7 +9,7 @@ from pathlib import Path
 
 import typer
 
-from royalty.attribution.training.config import REFERENCE_TARGETS_MEAN, TrainConfig, mixed_precision_of
+from royalty.attribution.training.config import TrainConfig, mixed_precision_of
 from royalty.cli.app import app
 from royalty.cli.console import make_console, print_error, write_stdout
 from royalty.cli.errors import EXIT_INTERRUPTED
@@ -17,6 +17,9 @@ from royalty.cli.help import examples
 from royalty.cli.options import TrainDeviceOption, QuietOption
 from royalty.cli.progress import step_progress
 from royalty.errors import RoyaltyError, TrainingError
+
+# Every default is TrainConfig's: the command and the library cannot disagree.
+DEFAULT = TrainConfig(data=Path(), targets=Path(), out=Path())
 
 
 @app.command(
@@ -32,28 +35,28 @@ def train_command(
     targets: Path = typer.Option(..., "--targets", help="Target images whose revenue is split (metadata optional)."),
     out: Path = typer.Option(..., "--out", help="Run folder to create (model/, values.parquet, steps.parquet, run.json)."),
     model: Path = typer.Option(None, "--model", help="Local diffusers folder (UNet2DModel or DDPMPipeline) to fine-tune; default: a tiny UNet built from code."),
-    resolution: int = typer.Option(32, "--resolution", help="Image side in pixels."),
+    resolution: int = typer.Option(DEFAULT.resolution, "--resolution", help="Image side in pixels."),
     steps: int = typer.Option(None, "--steps", help="Optimizer steps (default: 1 epoch)."),
     epochs: float = typer.Option(None, "--epochs", help="Passes over the training data (instead of --steps)."),
-    batch_size: int = typer.Option(16, "--batch-size", help="Training images per step."),
-    lr: float = typer.Option(0.01, "--lr", help="Learning rate."),
-    optimizer: str = typer.Option("sgd", "--optimizer", help="sgd (values exact) or adamw (preconditioned values)."),
-    weight_decay: float = typer.Option(0.0, "--weight-decay", help="Weight decay (not attributed to any image)."),
-    order: int = typer.Option(1, "--order", help="1: first-order values; 2: adds the curvature term."),
-    timestep_draws: int = typer.Option(4, "--timestep-draws", help="Fixed (timestep, noise) draws per target image (M)."),
-    target_max_timestep: int = typer.Option(250, "--target-max-timestep", help="Target draws use timesteps below this (low noise is more faithful)."),
+    batch_size: int = typer.Option(DEFAULT.batch_size, "--batch-size", help="Training images per step."),
+    lr: float = typer.Option(DEFAULT.lr, "--lr", help="Learning rate."),
+    optimizer: str = typer.Option(DEFAULT.optimizer, "--optimizer", help="sgd (values exact) or adamw (preconditioned values)."),
+    weight_decay: float = typer.Option(DEFAULT.weight_decay, "--weight-decay", help="Weight decay (not attributed to any image)."),
+    order: int = typer.Option(DEFAULT.order, "--order", help="1: first-order values; 2: adds the curvature term."),
+    timestep_draws: int = typer.Option(DEFAULT.timestep_draws, "--timestep-draws", help="Fixed (timestep, noise) draws per target image (M)."),
+    target_max_timestep: int = typer.Option(DEFAULT.target_max_timestep, "--target-max-timestep", help="Target draws use timesteps below this (low noise is more faithful)."),
     train_max_timestep: int = typer.Option(None, "--train-max-timestep", help="Valued steps draw training timesteps below this (default: all; the warm-up always uses all).", show_default=False),
-    estimator: str = typer.Option("exact", "--estimator", help="Target side: exact (fixed draws), fresh (one new draw per step) or subset."),
-    target_subset: int = typer.Option(0, "--target-subset", help="Targets evaluated per step with --estimator subset."),
-    reference: str = typer.Option(REFERENCE_TARGETS_MEAN, "--reference", help="Contrast set for value_specific: a folder of generic images, 'targets-mean' or 'none'."),
-    warmup_steps: int = typer.Option(0, "--warmup-steps", help="Plain (unattributed) steps on the pooled data before the valued phase."),
+    estimator: str = typer.Option(DEFAULT.estimator, "--estimator", help="Target side: exact (fixed draws), fresh (one new draw per step) or subset."),
+    target_subset: int = typer.Option(DEFAULT.target_subset, "--target-subset", help="Targets evaluated per step with --estimator subset."),
+    reference: str = typer.Option(DEFAULT.reference, "--reference", help="Contrast set for value_specific: a folder of generic images, 'targets-mean' or 'none'."),
+    warmup_steps: int = typer.Option(DEFAULT.warmup_steps, "--warmup-steps", help="Plain (unattributed) steps on the pooled data before the valued phase."),
     warmup_lr: float = typer.Option(None, "--warmup-lr", help="Learning rate of the warm-up (default: --lr)."),
     freeze: list[str] = typer.Option([], "--freeze", metavar="PATTERN", help="Keep parameters matching this pattern fixed (fnmatch, repeatable), e.g. 'time_embedding.*'."),
-    seed: int = typer.Option(0, "--seed", help="Seed of everything random in the run."),
+    seed: int = typer.Option(DEFAULT.seed, "--seed", help="Seed of everything random in the run."),
     no_values: bool = typer.Option(False, "--no-values", help="Plain training, no values (the overhead baseline)."),
     allow_duplicates: bool = typer.Option(False, "--allow-duplicates", help="Train on an image its owner lists more than once (same file or byte-identical copy); recorded in run.json. One image under two owners is always refused."),
-    checkpoint_every: int = typer.Option(0, "--checkpoint-every", help="Save a resumable checkpoint every N steps (0: never)."),
-    gradient_accumulation_steps: int = typer.Option(1, "--gradient-accumulation-steps", help="Micro-batches of --batch-size rows per optimizer step; values use the step's whole batch."),
+    checkpoint_every: int = typer.Option(DEFAULT.checkpoint_every, "--checkpoint-every", help="Save a resumable checkpoint every N steps (0: never)."),
+    gradient_accumulation_steps: int = typer.Option(DEFAULT.gradient_accumulation_steps, "--gradient-accumulation-steps", help="Micro-batches of --batch-size rows per optimizer step; values use the step's whole batch."),
     device: str = TrainDeviceOption,
     mixed_precision: str = typer.Option(None, "--mixed-precision", help="no, or bf16: autocast of the training forward (values still in float32/64). Default: no, or accelerate launch's --mixed_precision.", show_default=False),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last checkpoint."),
