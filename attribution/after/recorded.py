@@ -17,7 +17,7 @@ import torch
 from royalty.atomic import sha256_tree
 from royalty.attribution.contract import run_folder
 from royalty.attribution.training.config import TrainConfig
-from royalty.attribution.data.folders import Duplicates, ImageTable, load_training_data
+from royalty.attribution.data.folders import Duplicates, ImageTable, inputs_manifest, load_training_data
 from royalty.errors import DataError, InputMissingError
 
 
@@ -37,7 +37,7 @@ def open_recorded(run_dir: Path) -> Recorded:
     folder = Path(manifest.get("input_folders", {}).get("train") or config.data)
     # checked image by image against run.json below, not against today's duplicate rule
     train = load_training_data(folder, config.resolution, duplicates=Duplicates.UNCHECKED)
-    _same_inputs(folder, manifest["inputs"]["train"], train)
+    check_inputs(train, manifest["inputs"]["train"], "training data")
     if config.model is not None and manifest["model_source"].get("sha256") != sha256_tree(config.model):
         raise DataError(f"the model the run started from, {config.model}, changed since training")
     return Recorded(run_dir, manifest, config, train)
@@ -52,14 +52,23 @@ def verify_model_folder(run_dir: Path, manifest: dict[str, Any]) -> Path:
     return model
 
 
-def _same_inputs(folder: Path, recorded: list[dict[str, Any]], table: ImageTable) -> None:
-    """The training folder must hold exactly the images the run hashed, in the same order."""
-    if len(recorded) != len(table):
-        raise DataError(f"{folder} holds {len(table)} training images; the run was trained on {len(recorded)}")
-    for row, (id_, digest) in enumerate(zip(table.ids, table.sha256)):
-        if (id_, digest) != (recorded[row]["id"], recorded[row]["sha256"]):
-            name = recorded[row]["file_name"]
-            raise DataError(f"{folder}/{name} (training image {row}) is not the image the run was trained on")
+def check_inputs(table: ImageTable, recorded: list[dict[str, Any]], what: str) -> None:
+    """`table` must hold exactly the images run.json recorded for `what`, in the same order.
+
+    Replaying or retraining on other images would describe another run than the one paid for.
+    """
+    found = inputs_manifest(table)
+    if found == recorded:
+        return
+    if len(found) != len(recorded):
+        detail = f"{len(found)} images where the run had {len(recorded)}"
+    else:
+        row = next(i for i, (a, b) in enumerate(zip(found, recorded)) if a != b)
+        detail = f"first at {recorded[row]['file_name']}, image {row}"
+    raise DataError(
+        f"the {what} in {table.root} differ from what the run recorded in run.json ({detail}): "
+        "images added, removed, renamed or changed since training"
+    )
 
 
 def reference_values(recorded: Recorded) -> torch.Tensor | None:

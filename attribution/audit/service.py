@@ -37,7 +37,8 @@ from royalty import __version__
 from royalty.attribution.contract import run_folder
 from royalty.attribution.audit.state import GAMES, CoalitionStore, Retraining
 from royalty.attribution.training.config import TrainConfig
-from royalty.attribution.data.folders import Duplicates, ImageTable, inputs_manifest, load_targets, load_training_data
+from royalty.attribution.after.recorded import check_inputs, open_recorded
+from royalty.attribution.data.folders import ImageTable, load_targets
 from royalty.attribution.audit.shapley import (
     EXACT_MAX_PLAYERS,
     all_coalitions,
@@ -96,34 +97,27 @@ class AuditedRun:
 
 
 def load_run(run_dir: Path) -> AuditedRun:
+    """The run as `royalty attribute` opens it (model folder, training images and starting
+    model checked against run.json), plus its values, steps, targets and reference, verified."""
     manifest = run_folder.read_manifest(run_dir)
-    config = TrainConfig.from_json(manifest["config"])
-    if not config.values:
+    if not TrainConfig.from_json(manifest["config"]).values:
         raise DataError(f"{run_dir} was trained with --no-values: it has no values to audit")
     run_folder.verify_output(run_dir, manifest, run_folder.VALUES)
     run_folder.verify_output(run_dir, manifest, run_folder.STEPS)
+    recorded = open_recorded(run_dir)
+    config = recorded.config
     folders = manifest.get("input_folders") or {}
-    # checked against run.json below (_check_inputs), not against today's duplicate rule
-    train = load_training_data(Path(folders.get("train") or config.data), config.resolution, duplicates=Duplicates.UNCHECKED)
     targets = load_targets(Path(folders.get("targets") or config.targets), config.resolution)
-    _check_inputs(train, manifest["inputs"]["train"], "training data")
-    _check_inputs(targets, manifest["inputs"]["targets"], "targets")
+    check_inputs(targets, manifest["inputs"]["targets"], "targets")
     reference = None
     if manifest.get("inputs", {}).get("reference"):
         reference = load_targets(Path(folders.get("reference") or config.reference), config.resolution, what="reference")
-        _check_inputs(reference, manifest["inputs"]["reference"], "reference")
+        check_inputs(reference, manifest["inputs"]["reference"], "reference")
     values = pd.read_parquet(Path(run_dir) / run_folder.VALUES)
     steps = pd.read_parquet(Path(run_dir) / run_folder.STEPS)
-    return AuditedRun(Path(run_dir), manifest, config, train, targets, reference, values, steps, int(manifest["total_steps"]))
-
-
-def _check_inputs(table: ImageTable, recorded: list[dict], what: str) -> None:
-    # retraining on other images than the run's would audit another game
-    if inputs_manifest(table) != recorded:
-        raise DataError(
-            f"the {what} in {table.root} differ from what the run recorded in run.json "
-            "(images added, removed, renamed or changed since training)"
-        )
+    return AuditedRun(
+        Path(run_dir), manifest, config, recorded.train, targets, reference, values, steps, int(manifest["total_steps"])
+    )
 
 
 def fingerprint(run: AuditedRun) -> str:
