@@ -19,7 +19,7 @@ from royalty.attribution.data.folders import ImageTable
 from royalty.attribution.model.task import Rows
 from royalty.attribution.engine.hvp import TargetSide
 from royalty.attribution.engine.step import EngineConfig, Update, ValueEngine
-from royalty.attribution.training.optim import adamw_preconditioner, make_optimizer
+from royalty.attribution.training.optim import optimization
 from royalty.attribution.after.recorded import Recorded
 from royalty.attribution.after.replay import Attributed, target_plan
 from royalty.attribution.training.device import module_device, use_cpu_threads
@@ -57,9 +57,8 @@ def from_checkpoints(
     task, _ = initial_model(cfg)
     unet = task.model
     unet.train()
-    params = {n: p for n, p in unet.named_parameters() if p.requires_grad}
-    optimizer = make_optimizer(cfg.optimizer, list(params.values()), cfg.lr, cfg.weight_decay)
-    precondition = adamw_preconditioner(optimizer, params) if cfg.optimizer == "adamw" else None
+    opt = optimization(cfg, unet)
+    optimizer, precondition = opt.optimizer, opt.precondition
     engine = ValueEngine(unet, EngineConfig(order=1))
     plan = target_plan(task, targets, cfg, "exact", 0)
     device = module_device(unet)

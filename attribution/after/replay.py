@@ -16,7 +16,7 @@ import torch
 from royalty.attribution.data.folders import ImageTable
 from royalty.attribution.training.device import module_device, use_cpu_threads
 from royalty.attribution.engine.step import ValueEngine
-from royalty.attribution.training.optim import adamw_preconditioner, make_optimizer
+from royalty.attribution.training.optim import optimization
 from royalty.attribution.after.recorded import Recorded
 from royalty.attribution.training.targets import TargetPlan
 from royalty.attribution.model.task import Task
@@ -46,8 +46,8 @@ def replay(recorded: Recorded, targets: ImageTable, progress: ProgressFn | None 
     task, _ = initial_model(cfg)
     unet = task.model
     unet.train()
-    params = {n: p for n, p in unet.named_parameters() if p.requires_grad}
-    optimizer = make_optimizer(cfg.optimizer, list(params.values()), cfg.lr, cfg.weight_decay)
+    opt = optimization(cfg, unet)
+    optimizer = opt.optimizer
     plan = target_plan(task, targets, cfg, cfg.estimator, cfg.target_subset)
     # one process, the run's micro-batches and precision: a run trained on several
     # processes summed its gradients in another order and is refused by the hash check
@@ -58,7 +58,7 @@ def replay(recorded: Recorded, targets: ImageTable, progress: ProgressFn | None 
         images,
         plan,
         ValueEngine(unet, engine_config(cfg)),
-        adamw_preconditioner(optimizer, params) if cfg.optimizer == "adamw" else None,
+        opt.precondition,
         par,
     )
     warm_up(cfg, task, optimizer, images, progress, cfg.warmup_steps + total, par)

@@ -35,7 +35,7 @@ from royalty.attribution.audit.state import GAMES, CoalitionStore, Retraining
 from royalty.attribution.training.config import TrainConfig
 from royalty.attribution.data.folders import ImageTable
 from royalty.attribution.model.task import Task
-from royalty.attribution.training.optim import make_optimizer
+from royalty.attribution.training.optim import optimization
 from royalty.attribution.training.targets import TargetPlan, TargetRows, column_means
 from royalty.attribution.training.device import module_device
 from royalty.attribution.training.trainer import initial_model, target_groups
@@ -106,14 +106,10 @@ class Retrainer:
         self.unet.load_state_dict(self.base_model)
         self.base_losses = column_losses(self.task, self.rows)
 
-    def _params(self) -> list[torch.nn.Parameter]:
-        # the trainer's parameter order: the optimizer state is matched to it by position
-        return [p for _, p in self.unet.named_parameters() if p.requires_grad]
-
     def _warm_up(self) -> dict:
         cfg = self.config
         torch.manual_seed(cfg.seed)
-        optimizer = make_optimizer(cfg.optimizer, self._params(), cfg.lr, cfg.weight_decay)
+        optimizer = optimization(cfg, self.unet).optimizer
         self.phases.start("warm-up", cfg.warmup_steps)
         warm_up(cfg, self.task, optimizer, self.images,
                 lambda done, _total, _loss: self.phases.step(done), cfg.warmup_steps, self.parallel)
@@ -127,7 +123,7 @@ class Retrainer:
         if not keep:
             raise ValueError("a retraining needs at least one owner's images")
         self.unet.load_state_dict(self.base_model)
-        optimizer = make_optimizer(cfg.optimizer, self._params(), cfg.lr, cfg.weight_decay)
+        optimizer = optimization(cfg, self.unet).optimizer
         optimizer.load_state_dict(copy.deepcopy(self.base_optimizer))
         torch.manual_seed(cfg.seed)
         self.phases.start(label, self.total_steps)
@@ -149,7 +145,7 @@ class Retrainer:
     def _masked_steps(self, cfg: TrainConfig, optimizer: torch.optim.Optimizer, present: torch.Tensor) -> None:
         """The run's batches with absent owners' rows dropped: gradient Σ_{rows in T} ∇ℓ / B."""
         set_lr(optimizer, cfg.lr)
-        params = self._params()
+        params = [p for group in optimizer.param_groups for p in group["params"]]
         for step in range(self.total_steps):
             idx, batch = train_batch(cfg, step, self.images, self.task.num_train_timesteps)
             rows = present[idx].to(batch.inputs.device)

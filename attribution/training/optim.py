@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Literal
 
 import torch
 from torch import nn
 
+from royalty.attribution.training.config import TrainConfig
 from royalty.errors import UsageError
 
 OptimizerName = Literal["sgd", "adamw"]
@@ -50,3 +52,24 @@ def adamw_preconditioner(
         return out
 
     return precondition
+
+
+Precondition = Callable[[Mapping[str, torch.Tensor]], dict[str, torch.Tensor]]
+
+
+@dataclass(frozen=True)
+class Optimization:
+    """The run's optimizer over the model's trainable parameters, and Adam's P_t for the values."""
+
+    optimizer: torch.optim.Optimizer
+    precondition: Precondition | None  # None: SGD, whose update is the gradient itself
+
+
+def optimization(cfg: TrainConfig, model: nn.Module) -> Optimization:
+    """What train, replay, the checkpoints mode and the audit's retrainings all step with.
+
+    Parameters in the model's order: a checkpoint's optimizer state is matched to them by position.
+    """
+    params = {n: p for n, p in model.named_parameters() if p.requires_grad}
+    optimizer = make_optimizer(cfg.optimizer, list(params.values()), cfg.lr, cfg.weight_decay)
+    return Optimization(optimizer, adamw_preconditioner(optimizer, params) if cfg.optimizer == "adamw" else None)

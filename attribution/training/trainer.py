@@ -31,7 +31,7 @@ from royalty.attribution.training.device import cpu_threads, resolve_device, use
 from royalty.attribution.model.diffusion import PixelDiffusion, build_default_unet, check_resolution, default_scheduler, load_model
 from royalty.attribution.model.task import Task
 from royalty.attribution.engine.step import EngineConfig, ValueEngine, plan_model
-from royalty.attribution.training.optim import adamw_preconditioner, make_optimizer
+from royalty.attribution.training.optim import optimization
 from royalty.attribution.training.out_folder import check_out, forget_unsaved, start
 from royalty.attribution.training.targets import TargetPlan
 from royalty.attribution.training.values_table import values_frame
@@ -146,8 +146,8 @@ def _train_and_write(prep: Prepared, resume: bool, progress: ProgressFn | None, 
     task = prep.task
     unet = task.model
     unet.train()
-    params = {n: p for n, p in unet.named_parameters() if p.requires_grad}
-    optimizer = make_optimizer(cfg.optimizer, list(params.values()), cfg.lr, cfg.weight_decay)
+    opt = optimization(cfg, unet)
+    optimizer = opt.optimizer
     groups = target_groups(task, prep.targets, prep.reference)
     plan = TargetPlan(groups, len(prep.targets), cfg.timestep_draws, cfg.target_max_timestep, cfg.estimator, cfg.target_subset, cfg.seed)
     par = Parallel.of(cfg, dist)
@@ -156,7 +156,7 @@ def _train_and_write(prep: Prepared, resume: bool, progress: ProgressFn | None, 
         images,
         plan,
         ValueEngine(unet, engine_config(cfg)) if cfg.values else None,
-        adamw_preconditioner(optimizer, params) if cfg.optimizer == "adamw" else None,
+        opt.precondition,
         par,
     )
     tally = Tally.zeros(len(prep.train), plan.n_columns)
