@@ -44,12 +44,12 @@ def value_rows(draw: st.DrawFn, max_images: int = 12) -> list[Row]:
     return rows
 
 
-def as_values(rows: list[Row]) -> RunValues:
+def as_values(rows: list[Row], column: str = "value") -> RunValues:
     cols = list(zip(*rows))
     table = pa.table(
-        {"sample_id": list(cols[0]), "owner": list(cols[1]), "target_id": list(cols[2]), "value": list(cols[3])}
+        {"sample_id": list(cols[0]), "owner": list(cols[1]), "target_id": list(cols[2]), column: list(cols[3])}
     )
-    return values_from_table(table, "value", "test")
+    return values_from_table(table, column, "test")
 
 
 def reference_owner_sums(rows: list[Row]) -> dict[str, Fraction]:
@@ -206,11 +206,7 @@ def specific_rows(draw: st.DrawFn) -> list[Row]:
 
 
 def as_specific(rows: list[Row]) -> RunValues:
-    cols = list(zip(*rows))
-    table = pa.table(
-        {"sample_id": list(cols[0]), "owner": list(cols[1]), "target_id": list(cols[2]), "value_specific": list(cols[3])}
-    )
-    return values_from_table(table, "value_specific", "test")
+    return as_values(rows, "value_specific")
 
 
 @settings(max_examples=150, deadline=None)
