@@ -22,7 +22,7 @@ def test_run_that_is_a_file(command: str, tmp_path: Path) -> None:
     notes = tmp_path / "README.md"
     notes.write_text("# not a run\n")
     extra = [arg.format(tmp=tmp_path) for arg in RUN_COMMANDS[command]]
-    proc = royalty(command, notes, *extra)
+    proc = royalty(command, notes, *extra, fresh=True)  # each command once in a fresh interpreter
     assert proc.returncode == 66, proc.stderr
     assert f"{notes} is a file, not a run folder" in proc.stderr and "does not exist" not in proc.stderr
     assert proc.stdout == ""

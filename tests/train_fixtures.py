@@ -6,7 +6,9 @@ mirrors sample_data at 16 px and trains in seconds.
 
 from __future__ import annotations
 
+import atexit
 import csv
+import json
 import os
 import subprocess
 import sys
@@ -61,17 +63,86 @@ def make_targets(root: Path, concept: str = CONCEPTS[3]) -> Path:
     return root
 
 
-def royalty(*args: str | os.PathLike, check: bool = False, threads: int | None = None, **kw) -> subprocess.CompletedProcess:
-    """Run the real CLI in a subprocess (`threads`: its OMP_NUM_THREADS, else the caller's)."""
+def royalty(
+    *args: str | os.PathLike, check: bool = False, threads: int | None = None, fresh: bool = False,
+    cwd: str | os.PathLike | None = None, timeout: float | None = None,
+) -> subprocess.CompletedProcess:
+    """Run the real CLI in a process of its own (`threads`: its OMP_NUM_THREADS, else the caller's).
+
+    The process is a child of the warm CLI server (cli_server.py): `main()` with its own
+    argv, environment, working directory, stdout, stderr and exit status, minus the
+    seconds of importing torch and diffusers. `fresh`, a thread count other than the
+    server's, any `threads`, or ROYALTY_TEST_FRESH=1 in the environment: a new
+    `python -m royalty.cli` interpreter instead, for what only a fresh one shows (the
+    thread count torch starts with, the module entry point itself).
+    """
     env = {**os.environ, "NO_COLOR": "1"}
     if threads is not None:
         env["OMP_NUM_THREADS"] = str(threads)
-    proc = subprocess.run(
-        [sys.executable, "-m", "royalty.cli", *map(str, args)], capture_output=True, text=True, env=env, **kw
-    )
+        # idle OpenMP threads sleep instead of spinning: on cores the other test worker
+        # holds, a spinning thread takes the time its partner needs (no effect on results)
+        env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    if fresh or threads is not None or os.environ.get("ROYALTY_TEST_FRESH") == "1" or not _SERVER.can_run(env):
+        proc = subprocess.run(
+            [sys.executable, "-m", "royalty.cli", *map(str, args)], capture_output=True, text=True, env=env,
+            cwd=cwd, timeout=timeout,
+        )
+    else:
+        proc = _SERVER.run([str(a) for a in args], env, os.fspath(cwd) if cwd is not None else os.getcwd(), timeout)
     if check and proc.returncode != 0:
         raise AssertionError(f"royalty {' '.join(map(str, args))} exited {proc.returncode}:\n{proc.stderr}")
     return proc
+
+
+class _CliServer:
+    """This test process's cli_server.py, started on first use, ended with the process."""
+
+    THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")  # read once, when torch loads
+
+    def __init__(self) -> None:
+        self._proc: subprocess.Popen | None = None
+        self._threads: tuple[str | None, ...] = ()
+
+    def can_run(self, env: dict[str, str]) -> bool:
+        """Whether a child of the server computes with the threads `env` asks for."""
+        return tuple(env.get(k) for k in self.THREAD_VARIABLES) == tuple(os.environ.get(k) for k in self.THREAD_VARIABLES)
+
+    def _start(self) -> subprocess.Popen:
+        if self._proc is None or self._proc.poll() is not None:
+            self._proc = subprocess.Popen(
+                [sys.executable, str(Path(__file__).with_name("cli_server.py"))],
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, encoding="utf-8", env=dict(os.environ),
+            )
+            ready = self._proc.stdout.readline()
+            if not ready:
+                raise AssertionError(f"the CLI server did not start (exit {self._proc.wait()})")
+            atexit.register(self._stop, self._proc)
+        return self._proc
+
+    @staticmethod
+    def _stop(proc: subprocess.Popen) -> None:
+        if proc.poll() is None:
+            proc.stdin.close()
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+    def run(self, args: list[str], env: dict[str, str], cwd: str, timeout: float | None) -> subprocess.CompletedProcess:
+        proc = self._start()
+        proc.stdin.write(json.dumps({"args": args, "env": env, "cwd": cwd, "timeout": timeout}) + "\n")
+        proc.stdin.flush()
+        line = proc.stdout.readline()
+        if not line:
+            raise AssertionError(f"the CLI server died (exit {proc.wait()})")
+        reply = json.loads(line)
+        cmd = [sys.executable, "-m", "royalty.cli", *args]
+        if reply["timed_out"]:
+            raise subprocess.TimeoutExpired(cmd, timeout, reply["stdout"], reply["stderr"])
+        return subprocess.CompletedProcess(cmd, reply["returncode"], reply["stdout"], reply["stderr"])
+
+
+_SERVER = _CliServer()
 
 
 TINY = ("--resolution", "16", "--batch-size", "3", "--timestep-draws", "2", "--lr", "0.05", "--quiet")
