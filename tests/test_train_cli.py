@@ -138,7 +138,7 @@ def test_resume_computes_with_the_interrupted_runs_cpu_threads(folders, tmp_path
     data, targets = folders
     args = ("--steps", "6", "--checkpoint-every", "2", "--warmup-steps", "1", *TINY)
     whole = tmp_path / "whole"
-    royalty("train", data, "--targets", targets, "--out", whole, *args, threads=2, check=True)
+    royalty("train", data, "--targets", targets, "--out", whole, *args, threads=2, fresh=True, check=True)
     one = tmp_path / "one"
     royalty("train", data, "--targets", targets, "--out", one, *args, threads=1, check=True)
     assert (one / run_folder.VALUES).read_bytes() != (whole / run_folder.VALUES).read_bytes()  # the count matters
@@ -149,7 +149,7 @@ def test_resume_computes_with_the_interrupted_runs_cpu_threads(folders, tmp_path
     for done in ("model", run_folder.VALUES, run_folder.STEPS, run_folder.MANIFEST, "checkpoints/step-00000004.pt"):
         path = cut / done
         shutil.rmtree(path) if path.is_dir() else path.unlink()
-    royalty("train", data, "--targets", targets, "--out", cut, *args, "--resume", threads=1, check=True)
+    royalty("train", data, "--targets", targets, "--out", cut, *args, "--resume", threads=1, fresh=True, check=True)
     assert (cut / run_folder.VALUES).read_bytes() == (whole / run_folder.VALUES).read_bytes()
     assert json.loads((cut / run_folder.MANIFEST).read_text())["cpu_threads"] == 2
 

@@ -72,9 +72,9 @@ def royalty(
     The process is a child of the warm CLI server (cli_server.py): `main()` with its own
     argv, environment, working directory, stdout, stderr and exit status, minus the
     seconds of importing torch and diffusers. `fresh`, a thread count other than the
-    server's, any `threads`, or ROYALTY_TEST_FRESH=1 in the environment: a new
-    `python -m royalty.cli` interpreter instead, for what only a fresh one shows (the
-    thread count torch starts with, the module entry point itself).
+    server's, or ROYALTY_TEST_FRESH=1 in the environment: a new `python -m royalty.cli`
+    interpreter instead, for what only a fresh one shows (a process that starts with
+    that thread count, the module entry point itself).
     """
     env = {**os.environ, "NO_COLOR": "1"}
     if threads is not None:
@@ -82,7 +82,7 @@ def royalty(
         # idle OpenMP threads sleep instead of spinning: on cores the other test worker
         # holds, a spinning thread takes the time its partner needs (no effect on results)
         env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-    if fresh or threads is not None or os.environ.get("ROYALTY_TEST_FRESH") == "1" or not _SERVER.can_run(env):
+    if fresh or os.environ.get("ROYALTY_TEST_FRESH") == "1" or not _SERVER.can_run(env):
         proc = subprocess.run(
             [sys.executable, "-m", "royalty.cli", *map(str, args)], capture_output=True, text=True, env=env,
             cwd=cwd, timeout=timeout,
