@@ -71,48 +71,49 @@ def royalty(
 
     The process is a child of the warm CLI server (cli_server.py): `main()` with its own
     argv, environment, working directory, stdout, stderr and exit status, minus the
-    seconds of importing torch and diffusers. `fresh`, a thread count other than the
-    server's, or ROYALTY_TEST_FRESH=1 in the environment: a new `python -m royalty.cli`
-    interpreter instead, for what only a fresh one shows (a process that starts with
-    that thread count, the module entry point itself).
+    seconds of importing torch and diffusers. `fresh`, an environment other than the
+    server's (another thread count: torch reads it once, when it loads), or
+    ROYALTY_TEST_FRESH=1: a new `python -m royalty.cli` interpreter instead, for what
+    only a fresh one shows (a process that starts with that thread count, the module
+    entry point itself).
     """
     env = {**os.environ, "NO_COLOR": "1"}
     if threads is not None:
         env["OMP_NUM_THREADS"] = str(threads)
-        # idle OpenMP threads sleep instead of spinning: on cores the other test worker
-        # holds, a spinning thread takes the time its partner needs (no effect on results)
-        env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-    if fresh or os.environ.get("ROYALTY_TEST_FRESH") == "1" or not _SERVER.can_run(env):
+    proc = None
+    if not fresh and os.environ.get("ROYALTY_TEST_FRESH") != "1":
+        proc = _SERVER.run([str(a) for a in args], env, os.fspath(cwd) if cwd is not None else os.getcwd(), timeout)
+    if proc is None:
         proc = subprocess.run(
             [sys.executable, "-m", "royalty.cli", *map(str, args)], capture_output=True, text=True, env=env,
             cwd=cwd, timeout=timeout,
         )
-    else:
-        proc = _SERVER.run([str(a) for a in args], env, os.fspath(cwd) if cwd is not None else os.getcwd(), timeout)
     if check and proc.returncode != 0:
         raise AssertionError(f"royalty {' '.join(map(str, args))} exited {proc.returncode}:\n{proc.stderr}")
     return proc
 
 
 class _CliServer:
-    """This test process's cli_server.py, started on first use, ended with the process."""
+    """This test process's cli_server.py, started on first use, ended with the process.
 
-    THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")  # read once, when torch loads
+    It starts with royalty()'s default environment (this process's, NO_COLOR=1). Its
+    children differ from a fresh interpreter only in what was imported before the fork,
+    so a command line with another environment is not its to run: what a module read
+    when it was imported (torch: its thread count) may differ.
+    """
 
     def __init__(self) -> None:
         self._proc: subprocess.Popen | None = None
-        self._threads: tuple[str | None, ...] = ()
+        self._env: dict[str, str] | None = None
+        self.served = 0  # command lines run as its children
 
-    def can_run(self, env: dict[str, str]) -> bool:
-        """Whether a child of the server computes with the threads `env` asks for."""
-        return tuple(env.get(k) for k in self.THREAD_VARIABLES) == tuple(os.environ.get(k) for k in self.THREAD_VARIABLES)
-
-    def _start(self) -> subprocess.Popen:
+    def _start(self, env: dict[str, str]) -> subprocess.Popen:
         if self._proc is None or self._proc.poll() is not None:
             self._proc = subprocess.Popen(
                 [sys.executable, str(Path(__file__).with_name("cli_server.py"))],
-                stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, encoding="utf-8", env=dict(os.environ),
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, encoding="utf-8", env=env,
             )
+            self._env = dict(env)
             ready = self._proc.stdout.readline()
             if not ready:
                 raise AssertionError(f"the CLI server did not start (exit {self._proc.wait()})")
@@ -128,18 +129,30 @@ class _CliServer:
             except subprocess.TimeoutExpired:
                 proc.kill()
 
-    def run(self, args: list[str], env: dict[str, str], cwd: str, timeout: float | None) -> subprocess.CompletedProcess:
-        proc = self._start()
+    def run(
+        self, args: list[str], env: dict[str, str], cwd: str, timeout: float | None
+    ) -> subprocess.CompletedProcess | None:
+        """`royalty ARGS` in a child of the server; None where `env` is not the server's."""
+        own = self._env if self._env is not None else {**os.environ, "NO_COLOR": "1"}  # royalty()'s default
+        if _settled(env) != _settled(own):
+            return None
+        proc = self._start(env)
         proc.stdin.write(json.dumps({"args": args, "env": env, "cwd": cwd, "timeout": timeout}) + "\n")
         proc.stdin.flush()
         line = proc.stdout.readline()
         if not line:
             raise AssertionError(f"the CLI server died (exit {proc.wait()})")
         reply = json.loads(line)
+        self.served += 1
         cmd = [sys.executable, "-m", "royalty.cli", *args]
         if reply["timed_out"]:
             raise subprocess.TimeoutExpired(cmd, timeout, reply["stdout"], reply["stderr"])
         return subprocess.CompletedProcess(cmd, reply["returncode"], reply["stdout"], reply["stderr"])
+
+
+def _settled(env: dict[str, str]) -> dict[str, str]:
+    """`env` but for what pytest changes with every test (the child gets it all the same)."""
+    return {k: v for k, v in env.items() if k != "PYTEST_CURRENT_TEST"}
 
 
 _SERVER = _CliServer()
