@@ -1,4 +1,5 @@
-"""`royalty audit` as a user runs it: the real CLI in a subprocess, on a tiny 3-owner run."""
+"""`royalty audit` as a user runs it: the real CLI, each command line a process of its own
+(train_fixtures.royalty), on a tiny 3-owner run."""
 
 from __future__ import annotations
 

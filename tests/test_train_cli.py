@@ -1,4 +1,5 @@
-"""`royalty train` as a user runs it: the real CLI in a subprocess on tiny real images."""
+"""`royalty train` as a user runs it: the real CLI, each command line a process of its own
+(train_fixtures.royalty), on tiny real images."""
 
 from __future__ import annotations
 
