@@ -14,7 +14,8 @@ import train_fixtures
 from train_fixtures import royalty
 
 
-def test_a_child_of_the_server_is_a_fresh_interpreter(tmp_path) -> None:
+def test_a_child_of_the_server_is_a_fresh_interpreter(tmp_path, monkeypatch) -> None:
+    monkeypatch.delenv("ROYALTY_TEST_FRESH", raising=False)  # the server's children, whatever the run asks
     cases = [
         ("--version",),
         ("payout", tmp_path / "nope", "--revenue", "1.00"),  # exit 66 from main()
