@@ -106,10 +106,10 @@ def test_replay_computes_with_the_runs_cpu_threads(world, tmp_path):
     _, data, targets, other, _ = world
     recipe = RECIPES["sgd-first"]
     run, direct = tmp_path / "run", tmp_path / "direct"
-    royalty("train", data, "--targets", targets, "--out", run, *TINY, *recipe, threads=2, check=True)
-    royalty("train", data, "--targets", other, "--out", direct, *TINY, *recipe, threads=2, check=True)
+    royalty("train", data, "--targets", targets, "--out", run, *TINY, *recipe, threads=2, fresh=True, check=True)
+    royalty("train", data, "--targets", other, "--out", direct, *TINY, *recipe, threads=2, fresh=True, check=True)
     assert json.loads((run / "run.json").read_text())["cpu_threads"] == 2
-    royalty("attribute", run, other, "--quiet", threads=1, check=True)
+    royalty("attribute", run, other, "--quiet", threads=1, fresh=True, check=True)
     got = _values(run / "attributions" / "other" / "values.parquet")
     np.testing.assert_allclose(got["value"], _values(direct / "values.parquet")["value"], rtol=1e-6, atol=1e-12)
 

@@ -1,4 +1,5 @@
-"""`royalty audit` as a user runs it: the real CLI in a subprocess, on a tiny 3-owner run."""
+"""`royalty audit` as a user runs it: the real CLI, each command line a process of its own
+(train_fixtures.royalty), on a tiny 3-owner run."""
 
 from __future__ import annotations
 
@@ -178,8 +179,8 @@ def test_audit_retrains_with_the_runs_cpu_threads(tmp_path) -> None:
     run bit for bit (two threads add a kernel's partial sums in another order)."""
     data, targets = make_data(tmp_path / "train"), make_targets(tmp_path / "targets")
     run = tmp_path / "run"
-    royalty("train", data, "--targets", targets, "--out", run, *TRAIN_ARGS, threads=2, check=True)
-    doc = json.loads(royalty("audit", run, "--owners", "1", "--seeds", "1", "--quiet", threads=1, check=True).stdout)
+    royalty("train", data, "--targets", targets, "--out", run, *TRAIN_ARGS, threads=2, fresh=True, check=True)
+    doc = json.loads(royalty("audit", run, "--owners", "1", "--seeds", "1", "--quiet", threads=1, fresh=True, check=True).stdout)
     assert doc["checks"]["grand_coalition_reproduces_run"] is True
 
 

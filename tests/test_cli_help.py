@@ -81,9 +81,9 @@ def test_every_train_option_is_in_the_readme_table() -> None:
 
 def test_help_through_the_installed_entry_point() -> None:
     """The real `python -m royalty.cli`, in a subprocess: the root lists every command."""
-    top = royalty("--help", check=True)
+    top = royalty("--help", check=True, fresh=True)
     for command in COMMANDS:
         assert re.search(rf"^\W*{command}\s", top.stdout, flags=re.M), (command, top.stdout)
-    train = royalty("train", "--help", check=True)
+    train = royalty("train", "--help", check=True, fresh=True)
     assert "Usage: royalty train [OPTIONS] DATA" in train.stdout and not PLACEHOLDER.search(train.stdout)
     assert "Example" in train.stdout

@@ -1,7 +1,8 @@
 """What royalty reads from a launcher's environment (torchrun, accelerate, MPI).
 
-The real launches are in test_distributed; these are the branches a launch on this
-machine cannot reach (MPI, a half-set environment) and the precision table.
+The real launches are in test_distributed and test_distributed_launch; these are the
+branches a launch on this machine cannot reach (MPI, a half-set environment) and the
+precision table.
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
-"""`royalty report`: the real CLI in subprocesses on a tiny trained run, and the page in
-a real browser (headless Chromium)."""
+"""`royalty report`: the real CLI in processes of their own (train_fixtures.royalty) on a
+tiny trained run, and the page in a real browser (headless Chromium)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""`royalty train` as a user runs it: the real CLI in a subprocess on tiny real images."""
+"""`royalty train` as a user runs it: the real CLI, each command line a process of its own
+(train_fixtures.royalty), on tiny real images."""
 
 from __future__ import annotations
 
@@ -138,18 +139,18 @@ def test_resume_computes_with_the_interrupted_runs_cpu_threads(folders, tmp_path
     data, targets = folders
     args = ("--steps", "6", "--checkpoint-every", "2", "--warmup-steps", "1", *TINY)
     whole = tmp_path / "whole"
-    royalty("train", data, "--targets", targets, "--out", whole, *args, threads=2, check=True)
+    royalty("train", data, "--targets", targets, "--out", whole, *args, threads=2, fresh=True, check=True)
     one = tmp_path / "one"
     royalty("train", data, "--targets", targets, "--out", one, *args, threads=1, check=True)
     assert (one / run_folder.VALUES).read_bytes() != (whole / run_folder.VALUES).read_bytes()  # the count matters
 
     # the state a kill after step 2's checkpoint leaves: checkpoints up to it, no outputs
-    cut = tmp_path / "cut"
-    royalty("train", data, "--targets", targets, "--out", cut, *args, threads=2, check=True)
+    # (the two-thread run's own: its out path is no part of the recipe --resume checks)
+    cut = shutil.copytree(whole, tmp_path / "cut")
     for done in ("model", run_folder.VALUES, run_folder.STEPS, run_folder.MANIFEST, "checkpoints/step-00000004.pt"):
         path = cut / done
         shutil.rmtree(path) if path.is_dir() else path.unlink()
-    royalty("train", data, "--targets", targets, "--out", cut, *args, "--resume", threads=1, check=True)
+    royalty("train", data, "--targets", targets, "--out", cut, *args, "--resume", threads=1, fresh=True, check=True)
     assert (cut / run_folder.VALUES).read_bytes() == (whole / run_folder.VALUES).read_bytes()
     assert json.loads((cut / run_folder.MANIFEST).read_text())["cpu_threads"] == 2
 
