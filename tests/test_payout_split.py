@@ -199,7 +199,10 @@ def specific_rows(draw: st.DrawFn) -> list[Row]:
     rows = []
     for i in range(n_images):
         owner = draw(owner_names)
-        raw = np.array([draw(st.integers(-1000, 1000)) for _ in targets], dtype=np.float64) * scale
+        # distinct values: a sample whose values are all equal has a specific part that is
+        # itself rounding noise of its mean, which no rule on the column alone can tell
+        ints = draw(st.lists(st.integers(-1000, 1000), min_size=len(targets), max_size=len(targets), unique=True))
+        raw = np.array(ints, dtype=np.float64) * scale
         specific = raw - raw.mean()
         rows += [(f"s{i}", owner, t, float(v)) for t, v in zip(targets, specific)]
     return rows
