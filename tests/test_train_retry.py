@@ -14,33 +14,12 @@ import sys
 import time
 from pathlib import Path
 
-import pytest
-
 from royalty.attribution.contract import run_folder
-from train_fixtures import TINY, make_data, make_targets, royalty
+from train_fixtures import TINY, assert_fails, data, royalty, targets, train  # noqa: F401 (data, targets: fixtures)
 
 MARKER = ".royalty-run"
 
 
-@pytest.fixture
-def data(tmp_path) -> Path:
-    return make_data(tmp_path / "train")
-
-
-@pytest.fixture
-def targets(tmp_path) -> Path:
-    return make_targets(tmp_path / "targets")
-
-
-def train(data, targets, out, *extra):
-    return royalty("train", data, "--targets", targets, "--out", out, "--steps", "1", *TINY, *extra)
-
-
-def assert_fails(proc, code: int, *needles: str) -> None:
-    assert proc.returncode == code, proc.stderr
-    assert proc.stdout == ""
-    for needle in needles:
-        assert needle in proc.stderr, proc.stderr
 
 
 def start(data, targets, out, *extra) -> subprocess.Popen:

@@ -14,6 +14,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from PIL import Image, ImageDraw
 
 STYLES = {"ann": ((200, 40, 40), 1), "bob": ((40, 40, 200), 3)}
@@ -159,3 +160,25 @@ _SERVER = _CliServer()
 
 
 TINY = ("--resolution", "16", "--batch-size", "3", "--timestep-draws", "2", "--lr", "0.05", "--quiet")
+
+
+# A train test's folders and its one-step run, and how it checks a refusal.
+@pytest.fixture
+def data(tmp_path) -> Path:
+    return make_data(tmp_path / "train")
+
+
+@pytest.fixture
+def targets(tmp_path) -> Path:
+    return make_targets(tmp_path / "targets")
+
+
+def train(data, targets, out, *extra):
+    return royalty("train", data, "--targets", targets, "--out", out, "--steps", "1", *TINY, *extra)
+
+
+def assert_fails(proc, code: int, *needles: str) -> None:
+    assert proc.returncode == code, proc.stderr
+    assert proc.stdout == ""
+    for needle in needles:
+        assert needle in proc.stderr, proc.stderr
