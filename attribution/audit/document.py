@@ -155,12 +155,19 @@ def build_report(outcome: Outcome) -> dict[str, Any]:
         summary["leave_one_out_vs_retraining"] = agreement(np.mean(loos, axis=0), np.mean(raw, axis=0))
     doc["summary"] = summary
 
+    doc["owners"], doc["targets"] = _tables(outcome, seeds, raw, loos)
+    return doc
+
+
+def _tables(outcome: Outcome, seeds: dict, raw: list[np.ndarray], loos: list[np.ndarray]) -> tuple[list, list]:
+    """Per owner and per target: in-run values beside retraining Shapley (and leave-one-out)."""
+    run, players = outcome.run, outcome.plan.players
     in_run = _in_run(outcome, "value")
     mean_phi = np.mean(raw, axis=0)
     mean_loo = np.mean(loos, axis=0) if loos else None
     counts = Counter(run.train.owners)
     in_run_shares, retrain_shares = shares(in_run.sum(axis=1)), shares(mean_phi.sum(axis=1))
-    doc["owners"] = [
+    owners = [
         {
             "owner": p,
             "images": counts[p],
@@ -188,8 +195,7 @@ def build_report(outcome: Outcome) -> dict[str, Any]:
                 {p: float(np.asarray(r["stderr"][p])[j]) for p in players} for _, r in sorted(seeds.items())
             ]
         targets.append(row)
-    doc["targets"] = targets
-    return doc
+    return owners, targets
 
 
 def _checks(outcome: Outcome) -> dict[str, Any]:
