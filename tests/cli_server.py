@@ -27,6 +27,8 @@ import sys
 import tempfile
 import time
 
+from cli_child import run_main  # imported while this folder is still on sys.path (see __main__)
+
 
 def _warm_up() -> None:
     """Import once, before any fork, what the commands import lazily."""
@@ -60,21 +62,7 @@ def _child(args: list[str], env: dict[str, str], cwd: str | None, out_fd: int, e
         os.environ.update(env)
         if cwd is not None:
             os.chdir(cwd)
-        sys.argv = ["royalty", *args]
-        from royalty.cli.app import main
-
-        code = 0
-        try:
-            main()
-        except SystemExit as exc:
-            code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-            if exc.code is not None and not isinstance(exc.code, int):
-                print(exc.code, file=sys.stderr)
-        except BaseException:  # noqa: BLE001 - report as an interpreter would, then exit 1
-            import traceback
-
-            traceback.print_exc()
-            code = 1
+        code = run_main(args)
         atexit._run_exitfuncs()  # what the interpreter would run on its way out
     finally:
         try:

@@ -19,6 +19,8 @@ import sys
 import tempfile
 from typing import IO
 
+from cli_child import run_main
+
 
 def _run_child(args: list[str], env: dict[str, str], out_fd: int, err_fd: int, tty_stderr: bool = False) -> None:
     os.dup2(out_fd, 1)
@@ -29,19 +31,8 @@ def _run_child(args: list[str], env: dict[str, str], out_fd: int, err_fd: int, t
     else:
         os.dup2(err_fd, 2)
     os.environ.update(env)
-    sys.argv = ["royalty", *args]
-    from royalty.cli.app import main
-
-    code = 0
     try:
-        main()
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-    except BaseException:  # noqa: BLE001 - report like an interpreter would, then exit 1
-        import traceback
-
-        traceback.print_exc()
-        code = 1
+        code = run_main(args)
     finally:
         sys.stdout.flush()
         sys.stderr.flush()
