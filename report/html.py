@@ -140,7 +140,7 @@ def _overview(page: Page) -> str:
             f"{a.single_style}</b> single-style targets ({100 * a.matches / a.single_style:.0f} %{chance}).</p>"
         )
     refusal = (
-        f'<p class="callout">No share is shown: <code>royalty payout --revenue</code> refuses this basis. '
+        f'<p class="callout">No share is shown: <code>royalty payout --revenue</code> refuses this basis: '
         f"{escape(page.refusal)}</p>"
         if page.refusal
         else ""
