@@ -100,14 +100,14 @@ def _train(config, resume: bool, force: bool, quiet: bool, dist, device) -> None
 
 def _interrupted(out: Path) -> str:
     """Ctrl-C: what the folder holds now, and the command that continues the run."""
-    from royalty.attribution.training.out_folder import held_run, progress
+    from royalty.attribution.training.out_folder import held_run
 
     held = held_run(out)
     if held is None:
         return "interrupted before training started: nothing was written"
     if held.finished:
         return f"interrupted after the run in {out} was complete: nothing to continue"
-    where = f"{progress(held.checkpoints[-1])}: it continues from there" if held.checkpoints else "it saved no checkpoint yet: it starts over"
+    where = f"{held.progress}: it continues from there" if held.checkpoints else "it saved no checkpoint yet: it starts over"
     return f"interrupted: the run in {out} is unfinished; to continue, run the same command with --resume ({where})"
 
 

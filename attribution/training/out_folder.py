@@ -39,6 +39,11 @@ class Held:
         """Anything worth keeping: a finished run or a checkpoint to resume from."""
         return self.finished or bool(self.checkpoints)
 
+    @property
+    def progress(self) -> str:
+        """How far its last checkpoint got (it must have one)."""
+        return progress(self.checkpoints[-1])
+
 
 def held_run(out: Path) -> Held | None:
     """The run `out` holds, or None if it holds no royalty marker."""
@@ -80,17 +85,13 @@ def check_out(config: TrainConfig, resume: bool, force: bool) -> None:
         )
     if same:
         raise OutputError(
-            f"--out {out} holds an unfinished run of this same recipe ({_progress(held)}). "
+            f"--out {out} holds an unfinished run of this same recipe ({held.progress}). "
             "Pass --resume to continue it, or --force to start over"
         )
     what = "a finished run of another recipe (other inputs or options)" if held.finished else (
-        f"an unfinished run of another recipe (other inputs or options; {_progress(held)})"
+        f"an unfinished run of another recipe (other inputs or options; {held.progress})"
     )
     raise OutputError(f"--out {out} holds {what}. Use --force to replace it, or choose another --out")
-
-
-def _progress(held: Held) -> str:
-    return progress(held.checkpoints[-1])
 
 
 def progress(step: int) -> str:
