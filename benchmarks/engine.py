@@ -33,7 +33,6 @@ from collections.abc import Callable
 import torch
 
 from royalty.attribution.training.device import use_device
-from royalty.attribution.model.diffusion import build_default_unet, default_scheduler, noise_prediction_losses
 from royalty.attribution.engine.hvp import TargetSide
 from royalty.attribution.engine.step import EngineConfig, Update, ValueEngine
 
@@ -46,6 +45,8 @@ def _rss_mb() -> float:
 
 
 def _setup(res: int, b: int, k: int, device: torch.device):
+    from royalty.attribution.model.diffusion import build_default_unet, default_scheduler
+
     torch.manual_seed(0)
     unet = build_default_unet(res, seed=0).to(device)
     sched = default_scheduler()
@@ -57,6 +58,10 @@ def _setup(res: int, b: int, k: int, device: torch.device):
 
 
 def _method(name: str, res: int, b: int, k: int, device: torch.device) -> Callable[[], None]:
+    # diffusers is imported here, in the forked child: on a GPU machine its import starts
+    # CUDA, and a child forked from a parent that started CUDA cannot use it (seen on an H200)
+    from royalty.attribution.model.diffusion import noise_prediction_losses
+
     unet, sched, x, t, noise = _setup(res, b, k, device)
     params = {n: p for n, p in unet.named_parameters()}
     tr, tg = slice(0, b), slice(b, b + k)

@@ -32,17 +32,21 @@ COLUMNS = ("value_first_order", "value_second_order", "value", "value_specific")
 
 
 def train(out: Path, device: str, steps: int) -> float:
+    # the CLI's progress lines go to stderr as it runs, so a log shows which run is slow
+    print(f"gpu_check: training {out.name} on {device}", file=sys.stderr, flush=True)
     started = time.monotonic()
     subprocess.run(
         [
             sys.executable, "-m", "royalty.cli", "train", str(ROOT / "sample_data/train"),
-            "--targets", str(ROOT / "sample_data/targets"), "--out", str(out), "--force", "--quiet",
+            "--targets", str(ROOT / "sample_data/targets"), "--out", str(out), "--force",
             "--resolution", "16", "--steps", str(steps), "--optimizer", "adamw", "--lr", "0.001",
             "--order", "2", "--timestep-draws", "2", "--device", device,
         ],
         check=True, stdout=subprocess.DEVNULL,
     )
-    return time.monotonic() - started
+    took = time.monotonic() - started
+    print(f"gpu_check: {out.name} done in {took:.1f} s", file=sys.stderr, flush=True)
+    return took
 
 
 def shares(values: pd.DataFrame) -> pd.Series:

@@ -64,7 +64,8 @@ def use_device(device: torch.device) -> None:
     if device.type != "cuda":
         return
     os.environ.setdefault(*_CUBLAS_WORKSPACE)
-    torch.cuda.set_device(device)
+    # torch.cuda.set_device refuses a device without an index ("cuda"): that means the current one
+    torch.cuda.set_device(device if device.index is not None else torch.cuda.current_device())
     torch.use_deterministic_algorithms(True)
     torch.backends.cudnn.benchmark = False
     # TF32 rounds float32 products to 10 mantissa bits: the values would be off by ~1e-3
