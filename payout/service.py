@@ -12,7 +12,8 @@ from royalty.payout.ledger import read_ledger
 from royalty.payout.policy import Basis, OnNoPositive, PayoutPolicy
 from royalty.payout.split import split_revenue, split_sales
 from royalty.payout.statement import build_statement, created_at
-from royalty.payout.values import load_values, open_run
+from royalty.attribution.contract.opened import open_run
+from royalty.payout.values import load_values
 
 DEFAULT_CURRENCY = "USD"
 
@@ -69,7 +70,7 @@ def check_request(request: PayoutRequest) -> None:
 def compute_payout(request: PayoutRequest, now: str | None = None) -> dict[str, Any]:
     """Verify the run, split the money, return the statement document."""
     check_request(request)
-    run = open_run(request.run_dir, request.attribution)
+    run = open_run(request.run_dir, request.attribution, purpose="pay out")
     values = load_values(run, request.basis)
     stamp = now if now is not None else created_at()
     if request.revenue is not None:

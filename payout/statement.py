@@ -21,7 +21,7 @@ from royalty.payout.currency import Currency, format_minor
 from royalty.payout.ledger import Ledger
 from royalty.payout.policy import PayoutPolicy
 from royalty.payout.split import SaleSplit, Split
-from royalty.payout.values import VerifiedRun
+from royalty.attribution.contract.opened import OpenedRun
 
 FORMAT_VERSION = 1
 DOCUMENT = "royalty.payout_statement"
@@ -92,7 +92,7 @@ def dataset_manifest_sha256(manifest: dict[str, Any]) -> str | None:
 
 
 def build_statement(
-    run: VerifiedRun,
+    run: OpenedRun,
     values_column: str,
     split: Split,
     cur: Currency,

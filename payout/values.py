@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -16,8 +15,8 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from royalty.attribution.contract import run_folder
-from royalty.attribution.contract.attribution_folder import read_attribution
-from royalty.errors import DataError, InputMissingError, UsageError
+from royalty.attribution.contract.opened import OpenedRun
+from royalty.errors import DataError, UsageError
 from royalty.payout.policy import Basis
 
 BASIS_COLUMN = {Basis.RAW: "value", Basis.SPECIFIC: run_folder.SPECIFIC_COLUMN}
@@ -36,29 +35,9 @@ class RunValues:
     column: str
 
 
-@dataclass(frozen=True)
-class VerifiedRun:
-    run_dir: Path
-    manifest: dict[str, Any]
-    values_sha256: str
-    values_path: Path
-    attribution: str | None = None  # the RUN/attributions/NAME the values come from, if any
-
-
-def open_run(run_dir: Path, attribution: str | None = None) -> VerifiedRun:
-    """The run's own values, or those of `royalty attribute RUN … --name attribution`."""
-    run_dir = Path(run_dir)
-    manifest = run_folder.read_manifest(run_dir)
-    if attribution is not None:
-        folder, _, digest = read_attribution(run_dir, manifest, attribution)
-        return VerifiedRun(run_dir, manifest, digest, folder / run_folder.VALUES, attribution)
-    path = run_dir / run_folder.VALUES
-    if not path.is_file():
-        raise InputMissingError(f"{path} is missing: the run has no values to pay out")
-    return VerifiedRun(run_dir, manifest, run_folder.verify_output(run_dir, manifest, run_folder.VALUES), path)
-
-
-def load_values(run: VerifiedRun, basis: Basis) -> RunValues:
+def load_values(run: OpenedRun, basis: Basis) -> RunValues:
+    """The basis's column of the run's (or attribution's) verified values, integer-coded."""
+    assert run.values_path is not None  # opened with need_values
     table = read_values_table(run.values_path, basis)
     return values_from_table(table, BASIS_COLUMN[basis], run.values_path)
 

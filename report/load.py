@@ -15,11 +15,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from royalty.atomic import sha256_file
-from royalty.attribution.contract import run_folder
 from royalty.attribution.contract.attribution_folder import MANIFEST as ATTRIBUTION_MANIFEST
-from royalty.attribution.contract.attribution_folder import read_attribution
-from royalty.errors import DataError, InputMissingError
+from royalty.attribution.contract.opened import open_run
+from royalty.errors import DataError
 from royalty.payout.policy import Basis
 from royalty.payout.values import BASIS_COLUMN, RunValues, read_values_table, values_from_table
 
@@ -63,37 +61,26 @@ class ReportSource:
 
 
 def load_source(run_dir: Path, basis: Basis, attribution: str | None = None) -> ReportSource:
-    run_dir = Path(run_dir)
-    manifest = run_folder.read_manifest(run_dir)
+    run = open_run(run_dir, attribution, purpose="report")
+    assert run.values_path is not None and run.values_sha256 is not None  # opened with need_values
+    manifest = run.manifest
     train_folder, targets_folder = _input_folders(manifest)
     train = _records(manifest.get("inputs", {}).get("train"), "inputs.train")
-    if attribution is None:
-        values_path = run_dir / run_folder.VALUES
-        if not values_path.is_file():
-            raise InputMissingError(f"{values_path} is missing: the run has no values to report")
-        digest = run_folder.verify_output(run_dir, manifest, run_folder.VALUES)
+    if run.attribution_manifest is None:
         targets = _records(manifest.get("inputs", {}).get("targets"), "inputs.targets")
-        att_manifest = None
     else:
-        att_dir, att_manifest, digest = read_attribution(run_dir, manifest, attribution)
-        values_path = att_dir / run_folder.VALUES
-        targets = _records(att_manifest.get("targets"), f"{att_dir / ATTRIBUTION_MANIFEST} targets")
-        folder = att_manifest.get("images_folder")
+        where = f"{run.values_path.parent / ATTRIBUTION_MANIFEST} targets"
+        targets = _records(run.attribution_manifest.get("targets"), where)
+        folder = run.attribution_manifest.get("images_folder")
         targets_folder = Path(folder) if isinstance(folder, str) and folder else None
-    values = _read_values(values_path, digest, basis)
-    if att_manifest is not None and run_folder.STEPS in (att_manifest.get("outputs") or {}):
-        # replay records the efficiency trace on the new targets: that is the one to show
-        steps, steps_of = _read_steps(values_path.parent, att_manifest, ATTRIBUTION_MANIFEST), "attribution"
-    else:
-        steps, steps_of = _read_steps(run_dir, manifest, run_folder.MANIFEST), "run"
     return ReportSource(
-        run_dir=run_dir,
+        run_dir=run.run_dir,
         manifest=manifest,
         attribution=attribution,
-        attribution_manifest=att_manifest,
-        values=values,
-        steps=steps,
-        steps_of=steps_of,
+        attribution_manifest=run.attribution_manifest,
+        values=_read_values(run.values_path, run.values_sha256, basis),
+        steps=_read_steps(run.steps_path) if run.steps_path is not None else None,
+        steps_of=run.steps_of,
         train=train,
         targets=targets,
         train_folder=train_folder,
@@ -149,20 +136,8 @@ def _read_values(path: Path, digest: str, basis: Basis) -> Values:
     return Values(coded=coded, sample_ids=sample_ids, path=path, sha256=digest)
 
 
-def _read_steps(folder: Path, manifest: dict[str, Any], manifest_name: str) -> pa.Table | None:
-    """steps.parquet, verified; None where none was recorded (the report says so)."""
-    recorded = (manifest.get("outputs") or {}).get(run_folder.STEPS)
-    if recorded is None:
-        return None
-    path = folder / run_folder.STEPS
-    if not path.is_file():
-        raise InputMissingError(f"{path} is missing")
-    actual = sha256_file(path)
-    if actual != recorded:
-        raise DataError(
-            f"{path} does not match {manifest_name} (sha256 {actual[:12]}…, recorded {str(recorded)[:12]}…): "
-            "it was modified after it was written"
-        )
+def _read_steps(path: Path) -> pa.Table:
+    """A verified steps.parquet, with the columns the efficiency panel reads."""
     try:
         table = pq.read_table(path)
     except (OSError, pa.ArrowException) as exc:

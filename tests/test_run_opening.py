@@ -36,3 +36,34 @@ def test_a_changed_starting_model_is_refused(run_from_a_base, command, tmp_path)
         assert "the model the run started from" in proc.stderr and "changed since training" in proc.stderr
     finally:
         config.write_text(original)
+
+
+READERS = {
+    "payout": lambda run, targets, out: ("payout", run, "--revenue", "100.00"),
+    "report": lambda run, targets, out: ("report", run, "--out", out / "r.html"),
+    "attribute": lambda run, targets, out: ("attribute", run, targets, "--name", "x"),
+    "generate": lambda run, targets, out: ("generate", run, "--out", out / "gen", "--num", "1"),
+    "audit": lambda run, targets, out: ("audit", run),
+}
+# which commands read which recorded file; every one of them is verified on opening
+TAMPERED = [(f, c) for f in ("values.parquet", "steps.parquet") for c in READERS] + [
+    ("model/unet/config.json", c) for c in ("attribute", "generate", "audit")
+]
+
+
+@pytest.mark.parametrize(("tampered", "command"), TAMPERED)
+def test_every_reader_refuses_a_modified_run_folder(run_from_a_base, tampered, command, tmp_path) -> None:
+    """One way to open a run (attribution/contract/opened.py): a file changed after training
+    is refused by each command that opens the run, before it writes anything."""
+    import shutil
+
+    source, _, targets = run_from_a_base
+    run = tmp_path / "run"
+    shutil.copytree(source, run)
+    with open(run / tampered, "ab") as fh:
+        fh.write(b"\n")
+    proc = royalty(*READERS[command](run, targets, tmp_path), "--quiet")
+    assert proc.returncode == 65, (proc.returncode, proc.stderr)
+    assert "does not match" in proc.stderr, proc.stderr
+    assert not (tmp_path / "r.html").exists() and not (tmp_path / "gen").exists()
+    assert not (run / "attributions").exists()

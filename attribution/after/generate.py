@@ -23,7 +23,7 @@ from royalty.attribution.contract import run_folder
 from royalty.attribution.training.config import check_device_name
 from royalty.attribution.training.device import resolve_device, use_device
 from royalty.attribution.model.diffusion import load_model
-from royalty.attribution.after.recorded import verify_model_folder
+from royalty.attribution.contract.opened import open_run
 from royalty.attribution.training.trajectory import ProgressFn
 from royalty.errors import OutputError, UsageError
 
@@ -58,8 +58,9 @@ class GenerateConfig:
 
 
 def generate(config: GenerateConfig, progress: ProgressFn | None = None) -> dict[str, Any]:
-    manifest = run_folder.read_manifest(config.run)
-    model = verify_model_folder(config.run, manifest)
+    opened = open_run(config.run, need_values=False, need_model=True)
+    manifest, model = opened.manifest, opened.model_dir
+    assert model is not None
     device = resolve_device(config.device)
     _check_out(config.out, config.force)
     use_device(device)

@@ -16,40 +16,42 @@ import torch
 
 from royalty.atomic import sha256_tree
 from royalty.attribution.contract import run_folder
+from royalty.attribution.contract.opened import OpenedRun, open_run
 from royalty.attribution.training.config import TrainConfig
 from royalty.attribution.data.folders import Duplicates, ImageTable, inputs_manifest, load_training_data
-from royalty.errors import DataError, InputMissingError
+from royalty.errors import DataError
 
 
 @dataclass(frozen=True)
 class Recorded:
-    run_dir: Path
-    manifest: dict[str, Any]
+    opened: OpenedRun  # run.json, and the model folder, values and steps verified
     config: TrainConfig
     train: ImageTable
 
+    @property
+    def run_dir(self) -> Path:
+        return self.opened.run_dir
 
-def open_recorded(run_dir: Path) -> Recorded:
-    run_dir = Path(run_dir)
-    manifest = run_folder.read_manifest(run_dir)
-    config = TrainConfig.from_json(manifest["config"], out=run_dir)
-    verify_model_folder(run_dir, manifest)
+    @property
+    def manifest(self) -> dict[str, Any]:
+        return self.opened.manifest
+
+
+def open_recorded(run_dir: Path, values_for: str | None = None) -> Recorded:
+    """The run, its recipe and its training images, all checked against run.json.
+
+    `values_for`: the values are required (the purpose names them in the error: "audit").
+    """
+    opened = open_run(run_dir, purpose=values_for or "read", need_values=values_for is not None, need_model=True)
+    manifest = opened.manifest
+    config = TrainConfig.from_json(manifest["config"], out=opened.run_dir)
     folder = Path(manifest.get("input_folders", {}).get("train") or config.data)
     # checked image by image against run.json below, not against today's duplicate rule
     train = load_training_data(folder, config.resolution, duplicates=Duplicates.UNCHECKED)
     check_inputs(train, manifest["inputs"]["train"], "training data")
     if config.model is not None and manifest["model_source"].get("sha256") != sha256_tree(config.model):
         raise DataError(f"the model the run started from, {config.model}, changed since training")
-    return Recorded(run_dir, manifest, config, train)
-
-
-def verify_model_folder(run_dir: Path, manifest: dict[str, Any]) -> Path:
-    model = run_dir / run_folder.MODEL_DIR
-    if not model.is_dir():
-        raise InputMissingError(f"{model} is missing: {run_dir} is not a finished royalty run")
-    if sha256_tree(model) != manifest.get("outputs", {}).get(run_folder.MODEL_DIR):
-        raise DataError(f"{model} does not match its manifest: the run folder was modified after training")
-    return model
+    return Recorded(opened, config, train)
 
 
 def check_inputs(table: ImageTable, recorded: list[dict[str, Any]], what: str) -> None:
@@ -77,10 +79,9 @@ def reference_values(recorded: Recorded) -> torch.Tensor | None:
     `value − value_specific` is the same for every target of a sample: R's value. None
     when the run has no reference (or no values).
     """
-    path = recorded.run_dir / run_folder.VALUES
-    if not path.is_file():
+    path = recorded.opened.values_path  # verified when the run was opened
+    if path is None:
         return None
-    run_folder.verify_output(recorded.run_dir, recorded.manifest, run_folder.VALUES)
     frame = pd.read_parquet(path)
     if run_folder.SPECIFIC_COLUMN not in frame.columns:
         return None

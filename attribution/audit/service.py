@@ -102,9 +102,9 @@ def load_run(run_dir: Path) -> AuditedRun:
     manifest = run_folder.read_manifest(run_dir)
     if not TrainConfig.from_json(manifest["config"]).values:
         raise DataError(f"{run_dir} was trained with --no-values: it has no values to audit")
-    run_folder.verify_output(run_dir, manifest, run_folder.VALUES)
-    run_folder.verify_output(run_dir, manifest, run_folder.STEPS)
-    recorded = open_recorded(run_dir)
+    recorded = open_recorded(run_dir, values_for="audit")
+    if recorded.opened.steps_path is None:
+        raise DataError(f"{run_dir / run_folder.MANIFEST} records no {run_folder.STEPS}: the run has no trace to audit")
     config = recorded.config
     folders = manifest.get("input_folders") or {}
     targets = load_targets(Path(folders.get("targets") or config.targets), config.resolution)
@@ -113,8 +113,8 @@ def load_run(run_dir: Path) -> AuditedRun:
     if manifest.get("inputs", {}).get("reference"):
         reference = load_targets(Path(folders.get("reference") or config.reference), config.resolution, what="reference")
         check_inputs(reference, manifest["inputs"]["reference"], "reference")
-    values = pd.read_parquet(Path(run_dir) / run_folder.VALUES)
-    steps = pd.read_parquet(Path(run_dir) / run_folder.STEPS)
+    values = pd.read_parquet(recorded.opened.values_path)
+    steps = pd.read_parquet(recorded.opened.steps_path)
     return AuditedRun(
         Path(run_dir), manifest, config, recorded.train, targets, reference, values, steps, int(manifest["total_steps"])
     )
