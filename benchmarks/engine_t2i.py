@@ -26,6 +26,7 @@ import multiprocessing as mp
 import resource
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 
@@ -90,8 +91,17 @@ def _batch(size: str, n: int, device: torch.device):
     return lat.to(device), text.to(device), noise.to(device), t.to(device)
 
 
-def _method(name: str, size: str, b: int, k: int, rank: int, device: torch.device) -> Callable[[], None]:
-    unet, sched = build(size, rank, device)
+@dataclass(frozen=True)
+class Case:
+    size: str
+    b: int  # training rows
+    k: int  # target rows (one per target)
+    rank: int
+
+
+def _method(name: str, case: Case, device: torch.device) -> Callable[[], None]:
+    size, b, k = case.size, case.b, case.k
+    unet, sched = build(size, case.rank, device)
     lat, text, noise, t = _batch(size, b + k, device)
     tr, tg = slice(0, b), slice(b, b + k)
     index = torch.arange(k, device=device)
@@ -143,14 +153,14 @@ def _method(name: str, size: str, b: int, k: int, rank: int, device: torch.devic
     raise ValueError(name)
 
 
-def _measure(name: str, size: str, b: int, k: int, rank: int, repeats: int, device_name: str, out: mp.Queue) -> None:
+def _measure(name: str, case: Case, repeats: int, device_name: str, out: mp.Queue) -> None:
     base = _rss_mb()
     try:
         device = torch.device(device_name)
         gpu = device.type == "cuda"
         if gpu:
             use_device(device)
-        run = _method(name, size, b, k, rank, device)
+        run = _method(name, case, device)
         run()  # warm-up
         if gpu:
             torch.cuda.synchronize()
@@ -193,7 +203,7 @@ def main() -> None:
     rows = {}
     for name in methods:
         q: mp.Queue = ctx.Queue()
-        p = ctx.Process(target=_measure, args=(name, args.size, b, k, args.rank, args.repeats, args.device, q))
+        p = ctx.Process(target=_measure, args=(name, Case(args.size, b, k, args.rank), args.repeats, args.device, q))
         p.start()
         rows[name] = q.get()
         p.join()
