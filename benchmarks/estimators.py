@@ -23,6 +23,7 @@ from royalty.attribution.model.diffusion import PixelDiffusion, build_default_un
 from royalty.attribution.training.draws import batch_indices, noise_draws
 from royalty.attribution.engine.hvp import TargetSide
 from royalty.attribution.engine.step import EngineConfig, Update, ValueEngine
+from royalty.attribution.model.task import Inputs
 from royalty.attribution.training.targets import TargetPlan
 
 ROOT = Path(__file__).resolve().parent.parent / "sample_data"
@@ -38,7 +39,7 @@ def main() -> None:
     train = load_training_data(ROOT / "train", res)
     pool = torch.cat([load_targets(ROOT / "targets", res).images, train.images])  # targets: held-out, then train images
     k = args.targets
-    groups = tuple(pool[i : i + 1] for i in range(k))
+    groups = tuple(Inputs(pool[i : i + 1]) for i in range(k))
 
     def plan(estimator: str, seed: int, subset: int = 0) -> TargetPlan:
         return TargetPlan(groups, k, draws, 250, estimator, subset, seed)

@@ -34,7 +34,12 @@ def train_command(
     data: Path = typer.Argument(..., help="Training folder: images + metadata.csv/jsonl with file_name and owner."),
     targets: Path = typer.Option(..., "--targets", help="Target images whose revenue is split (metadata optional)."),
     out: Path = typer.Option(..., "--out", help="Run folder to create (model/, values.parquet, steps.parquet, run.json)."),
-    model: Path = typer.Option(None, "--model", help="Local diffusers folder (UNet2DModel or DDPMPipeline) to fine-tune; default: a tiny UNet built from code."),
+    model: Path = typer.Option(None, "--model", help="Local diffusers folder to fine-tune: a text-to-image pipeline (Stable Diffusion layout), a DDPMPipeline or a UNet2DModel; default: a tiny pixel UNet built from code."),
+    caption_column: str = typer.Option(None, "--caption-column", metavar="COLUMN", help="Text-to-image: the metadata column of the captions (default: text, else caption). Targets' captions are their prompts.", show_default=False),
+    allow_empty_captions: bool = typer.Option(False, "--allow-empty-captions", help="Text-to-image: train images with an empty caption unconditioned instead of refusing them."),
+    lora_rank: int = typer.Option(None, "--lora-rank", metavar="R", help="Text-to-image: LoRA rank of the UNet's adapters; 0 fine-tunes the whole UNet. Default: 4.", show_default=False),
+    lora_alpha: float = typer.Option(None, "--lora-alpha", help="LoRA alpha (scale alpha/R). Default: R.", show_default=False),
+    lora_targets: list[str] = typer.Option([], "--lora-targets", metavar="NAME", help="Module names that get adapters (repeatable). Default: to_k, to_q, to_v, to_out.0 (the attention projections).", show_default=False),
     resolution: int = typer.Option(DEFAULT.resolution, "--resolution", help="Image side in pixels."),
     steps: int = typer.Option(None, "--steps", help="Optimizer steps (default: 1 epoch)."),
     epochs: float = typer.Option(None, "--epochs", help="Passes over the training data (instead of --steps)."),
@@ -71,7 +76,9 @@ def train_command(
         target_subset=target_subset, reference=reference, seed=seed, values=not no_values,
         checkpoint_every=checkpoint_every, warmup_steps=warmup_steps, warmup_lr=warmup_lr, freeze=tuple(freeze),
         gradient_accumulation_steps=gradient_accumulation_steps, mixed_precision=mixed_precision_of(mixed_precision),
-        device=device, allow_duplicates=allow_duplicates,
+        device=device, allow_duplicates=allow_duplicates, caption_column=caption_column,
+        allow_empty_captions=allow_empty_captions, lora_rank=lora_rank, lora_alpha=lora_alpha,
+        lora_targets=tuple(lora_targets) or None,
     )
     # torch and diffusers load here, not at start-up: other commands stay fast
     from royalty.attribution.training.device import resolve_device, use_device

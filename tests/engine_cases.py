@@ -160,3 +160,55 @@ def _on_device(case: Case) -> Case:
         targets=tuple(t.to(DEVICE) for t in case.targets),
         target_index=case.target_index.to(DEVICE),
     )
+
+
+def lora_unet_case(
+    targets: tuple[str, ...] = ("to_q", "to_k", "to_v", "to_out.0"),
+    zero_b: bool = False,
+    prediction_type: str = "epsilon",
+    n_train: int = 3,
+    n_targets: int = 2,
+    draws: int = 2,
+    dtype: torch.dtype = torch.float64,
+    seed: int = 0,
+) -> Case:
+    """A tiny text-to-image UNet (UNet2DConditionModel) with peft LoRA adapters on
+    `targets`, under the text-to-image task's own loss (latents, caption states, the
+    scheduler's prediction type). `zero_b`: lora_B = 0, as at the first step of a fine-tune."""
+    from diffusers import DDPMScheduler, UNet2DConditionModel
+    from peft import LoraConfig
+
+    from royalty.attribution.model.task import Inputs, Rows
+    from royalty.attribution.model.text_to_image import Pipeline, TextToImage
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        unet = UNet2DConditionModel(
+            sample_size=8, in_channels=4, out_channels=4, layers_per_block=1, block_out_channels=(8, 16),
+            norm_num_groups=4, cross_attention_dim=8, attention_head_dim=4,
+            down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
+        )
+        unet.requires_grad_(False)
+        unet.add_adapter(LoraConfig(r=2, lora_alpha=3, init_lora_weights="gaussian", target_modules=list(targets)))
+        if not zero_b:
+            with torch.no_grad():
+                for name, p in unet.named_parameters():
+                    if "lora_B" in name:
+                        p.normal_(0, 0.3)
+    unet = unet.to(dtype)
+    sched = DDPMScheduler(num_train_timesteps=1000, prediction_type=prediction_type)
+    pipeline = Pipeline(unet, None, None, None, sched)  # type: ignore[arg-type]  # losses need only the scheduler
+    g = torch.Generator().manual_seed(seed)
+    rows = n_train + n_targets * draws
+    lat = torch.randn((rows, 4, 8, 8), generator=g, dtype=dtype)
+    cond = torch.randn((rows, 5, 8), generator=g, dtype=dtype)
+    noise = torch.randn(lat.shape, generator=g, dtype=dtype)
+    t = torch.randint(0, 1000, (rows,), generator=g)
+
+    def loss(m: nn.Module, batch: tuple[torch.Tensor, ...]) -> torch.Tensor:
+        x, c, tt, n = batch
+        return TextToImage(m, pipeline, seed).losses(Rows(Inputs(x, c), tt, n))  # type: ignore[arg-type]
+
+    tr = (lat[:n_train], cond[:n_train], t[:n_train], noise[:n_train])
+    tg = (lat[n_train:], cond[n_train:], t[n_train:], noise[n_train:])
+    return _on_device(Case(unet, tr, tg, _index(n_targets, draws), n_targets, loss))

@@ -16,6 +16,7 @@ _register_commands()
 DIFFERENT_FORM = {
     "no_values": ("values", lambda cli: not cli),  # a flag that turns values off
     "freeze": ("freeze", tuple),  # repeatable option → tuple
+    "lora_targets": ("lora_targets", lambda cli: tuple(cli) or None),  # repeatable; none given → the default list
 }
 COMMAND_ONLY = {"data", "targets", "out", "resume", "force", "quiet", "mixed_precision"}  # not config defaults
 

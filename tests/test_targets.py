@@ -9,14 +9,15 @@ import torch
 
 from royalty.attribution.training.config import TrainConfig
 from royalty.attribution.training.draws import batch_indices
+from royalty.attribution.model.task import Inputs
 from royalty.attribution.training.targets import TargetPlan
 from royalty.attribution.training.trajectory import train_batch
 
 
 def plan(estimator: str, subset: int = 0, reference: bool = False) -> TargetPlan:
-    groups = tuple(torch.full((1, 3, 4, 4), float(i)) for i in range(5))
+    groups = tuple(Inputs(torch.full((1, 3, 4, 4), float(i))) for i in range(5))
     if reference:
-        groups += (torch.zeros(3, 3, 4, 4),)  # a reference set of three images
+        groups += (Inputs(torch.zeros(3, 3, 4, 4)),)  # a reference set of three images
     return TargetPlan(groups, 5, 2, 250, estimator, subset, seed=0)
 
 
@@ -59,7 +60,7 @@ def test_batches_walk_through_epoch_permutations() -> None:
 
 
 def test_train_max_timestep_bounds_the_valued_steps_only() -> None:
-    images = torch.zeros(40, 3, 4, 4)
+    images = Inputs(torch.zeros(40, 3, 4, 4))
     base = TrainConfig(data=Path("d"), targets=Path("t"), out=Path("o"), batch_size=32)
     low = dataclasses.replace(base, train_max_timestep=10)
     for step in range(3):

@@ -63,7 +63,7 @@ def from_checkpoints(
     plan = target_plan(task, targets, cfg, "exact", 0)
     device = module_device(unet)
     rows = plan.rows(0).to(device)
-    images = task.inputs(recorded.train.images.to(device))
+    images = task.inputs(recorded.train)
     tally = Tally.zeros(len(recorded.train), plan.n_columns)
     total = windows[-1][1]
     for start, stop in windows:
@@ -72,7 +72,7 @@ def from_checkpoints(
         optimizer.load_state_dict(state["optimizer"])
         batches = [train_batch(cfg, s, images, task.num_train_timesteps) for s in range(start, stop)]
         idx = torch.cat([i for i, _ in batches])
-        batch = Rows(*(torch.cat(parts) for parts in zip(*((b.inputs, b.timesteps, b.noise) for _, b in batches))))
+        batch = Rows.cat([b for _, b in batches])
         for lo in range(0, len(idx), max_rows):
             part = slice(lo, lo + max_rows)
             optimizer.zero_grad(set_to_none=True)

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import torch
 
 from royalty.attribution.data.folders import ImageTable
-from royalty.attribution.training.device import module_device, use_cpu_threads
+from royalty.attribution.training.device import use_cpu_threads
 from royalty.attribution.engine.step import ValueEngine
 from royalty.attribution.training.optim import optimization
 from royalty.attribution.after.recorded import Recorded
@@ -53,7 +53,7 @@ def replay(recorded: Recorded, targets: ImageTable, progress: ProgressFn | None 
     # processes summed its gradients in another order and is refused by the hash check
     par = Parallel.of(cfg)
     total = int(recorded.manifest["total_steps"])
-    images = task.inputs(recorded.train.images.to(module_device(unet)))
+    images = task.inputs(recorded.train)
     valued = Valued(
         images,
         plan,

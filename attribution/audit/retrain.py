@@ -94,7 +94,7 @@ class Retrainer:
         device = module_device(self.unet)
         self.plan = plan_for(self.task)
         self.rows = self.plan.rows(0).to(device)
-        self.images = self.task.inputs(train.images.to(device))  # where the model computes
+        self.images = self.task.inputs(train)  # on the model's device
         self.base_seconds = 0.0
         state = store.load_base()
         if state is None:

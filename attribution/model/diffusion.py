@@ -13,7 +13,8 @@ from pathlib import Path
 import torch
 from diffusers import DDPMPipeline, DDPMScheduler, UNet2DModel
 
-from royalty.attribution.model.task import Rows
+from royalty.attribution.data.folders import ImageTable
+from royalty.attribution.model.task import Inputs, Rows
 from royalty.errors import DataError, InputMissingError, UsageError
 
 
@@ -113,11 +114,12 @@ class PixelDiffusion:
     def num_train_timesteps(self) -> int:
         return int(self.scheduler.config.num_train_timesteps)
 
-    def inputs(self, images: torch.Tensor) -> torch.Tensor:
-        return images  # the UNet sees pixels
+    def inputs(self, table: ImageTable) -> Inputs:
+        # the UNet sees pixels, unconditioned
+        return Inputs(table.images.to(next(self.model.parameters()).device))
 
     def losses(self, rows: Rows) -> torch.Tensor:
-        return noise_prediction_losses(self.model, self.scheduler, rows.inputs, rows.timesteps, rows.noise)
+        return noise_prediction_losses(self.model, self.scheduler, rows.inputs.x, rows.timesteps, rows.noise)
 
     def save(self, folder: Path) -> None:
         DDPMPipeline(unet=self.model, scheduler=self.scheduler).save_pretrained(folder, safe_serialization=True)

@@ -22,8 +22,13 @@ ACCELERATE_MIXED_PRECISION = "ACCELERATE_MIXED_PRECISION"
 # recipe hash, so a run recorded before they existed keeps its recipe and run id.
 _LATER_DEFAULTS = {
     "gradient_accumulation_steps": 1, "mixed_precision": "no", "device": "cpu", "train_max_timestep": None,
-    "allow_duplicates": False,
+    "allow_duplicates": False, "caption_column": None, "allow_empty_captions": False,
+    "lora_rank": None, "lora_alpha": None, "lora_targets": None,
 }
+# diffusers' text-to-image LoRA script adapts the attention projections
+DEFAULT_LORA_TARGETS = ("to_k", "to_q", "to_v", "to_out.0")
+# a text-to-image pipeline is fine-tuned through LoRA of this rank unless told otherwise
+DEFAULT_TEXT_TO_IMAGE_LORA_RANK = 4
 # --device: the CPU, or a CUDA GPU (under a launcher "cuda" is each process's own GPU)
 DEVICE_PATTERN = re.compile(r"cpu|cuda(:[0-9]+)?")
 REFERENCE_TARGETS_MEAN = "targets-mean"
@@ -92,6 +97,14 @@ class TrainConfig:
     device: str = "cpu"  # "cpu", "cuda" or "cuda:N" (attribution/training/device.py resolves it)
     # train on an image its owner listed more than once (two owners are always refused)
     allow_duplicates: bool = False
+    # text-to-image pipelines: the metadata column of the captions (None: text, else caption)
+    caption_column: str | None = None
+    allow_empty_captions: bool = False  # train images with an empty caption unconditioned
+    # LoRA adapters (peft): rank 0 trains the whole model; None: 4 for a text-to-image
+    # pipeline, 0 for a pixel UNet. alpha None: the rank. targets None: DEFAULT_LORA_TARGETS
+    lora_rank: int | None = None
+    lora_alpha: float | None = None
+    lora_targets: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
         if self.steps is not None and self.epochs is not None:
@@ -127,6 +140,12 @@ class TrainConfig:
         if self.mixed_precision not in MIXED_PRECISION:
             raise UsageError(f"--mixed-precision must be one of {', '.join(MIXED_PRECISION)}, got {self.mixed_precision!r}")
         check_device_name(self.device)
+        if self.lora_rank is not None and self.lora_rank < 0:
+            raise UsageError(f"--lora-rank must be 0 (train the whole model) or positive, got {self.lora_rank}")
+        if self.lora_alpha is not None and not self.lora_alpha > 0:
+            raise UsageError(f"--lora-alpha must be positive, got {self.lora_alpha}")
+        if self.lora_targets is not None and not self.lora_targets:
+            raise UsageError("--lora-targets needs at least one module name")
 
     @property
     def step_batch_size(self) -> int:
@@ -155,6 +174,8 @@ class TrainConfig:
         if values.get("model") is not None:
             values["model"] = Path(values["model"])
         values["freeze"] = tuple(values.get("freeze", ()))
+        if values.get("lora_targets") is not None:
+            values["lora_targets"] = tuple(values["lora_targets"])
         values.update(changes)
         return cls(**values)
 

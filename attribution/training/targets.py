@@ -17,15 +17,15 @@ from dataclasses import dataclass
 
 import torch
 
-from royalty.attribution.model.task import Rows
+from royalty.attribution.model.task import Inputs, Rows
 from royalty.attribution.training.draws import generator, noise_draws
 
 
 @dataclass(frozen=True)
 class TargetRows:
-    images: torch.Tensor  # [T, 3, R, R]
+    images: Inputs  # [T] rows: each target image's model inputs, once per draw
     timesteps: torch.Tensor  # [T]
-    noise: torch.Tensor  # [T, 3, R, R]
+    noise: torch.Tensor  # [T, ...] shaped like images.x
     slot: torch.Tensor  # [T]: which slot (engine column) each row belongs to
     columns: torch.Tensor  # [S]: the value-target column of each slot
     scale: torch.Tensor  # [S]: weight of the slot's values in the run's sums
@@ -41,7 +41,7 @@ class TargetRows:
         """The rows of slots [start, stop), renumbered from 0: one process's share of the targets."""
         keep = (self.slot >= start) & (self.slot < stop)
         return TargetRows(
-            self.images[keep], self.timesteps[keep], self.noise[keep], self.slot[keep] - start,
+            self.images[keep.to(self.images.device)], self.timesteps[keep], self.noise[keep], self.slot[keep] - start,
             self.columns[start:stop], self.scale[start:stop],
         )
 
@@ -54,7 +54,7 @@ class TargetRows:
 
 @dataclass(frozen=True)
 class TargetPlan:
-    groups: tuple[torch.Tensor, ...]  # per value target: its images [n_v, 3, R, R]
+    groups: tuple[Inputs, ...]  # per value target: its images' model inputs (n_v rows)
     n_targets: int  # K real targets (columns 0..K-1); a reference, if any, is column K
     draws: int
     max_timestep: int
@@ -80,17 +80,17 @@ class TargetPlan:
         images, slots, ts, noises, cols, scales = [], [], [], [], [], []
         for slot, col in enumerate(columns):
             group = self.groups[col]
-            n = group.shape[0] * draws
+            n = len(group) * draws
             # each column's draws depend only on (column, step): a subset sees the same rows
-            t, noise = noise_draws(self.seed, f"{purpose}:{col}", index, n, tuple(group.shape[1:]), self.max_timestep)
-            images.append(group.repeat_interleave(draws, dim=0))
+            t, noise = noise_draws(self.seed, f"{purpose}:{col}", index, n, group.sample_shape, self.max_timestep)
+            images.append(group.repeat_interleave(draws))
             ts.append(t)
             noises.append(noise)
             slots.append(torch.full((n,), slot, dtype=torch.long))
             cols.append(col)
             scales.append(scale if col < self.n_targets else 1.0)
         return TargetRows(
-            torch.cat(images),
+            Inputs.cat(images),
             torch.cat(ts),
             torch.cat(noises),
             torch.cat(slots),

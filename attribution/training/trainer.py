@@ -24,12 +24,19 @@ from royalty import __version__
 from royalty.atomic import atomic_path, sha256_file, sha256_tree
 from royalty.attribution.training import checkpoint
 from royalty.attribution.contract import run_folder
-from royalty.attribution.training.config import REFERENCE_NONE, REFERENCE_TARGETS_MEAN, TrainConfig
+from royalty.attribution.training.config import (
+    DEFAULT_LORA_TARGETS,
+    DEFAULT_TEXT_TO_IMAGE_LORA_RANK,
+    REFERENCE_NONE,
+    REFERENCE_TARGETS_MEAN,
+    TrainConfig,
+)
 from royalty.attribution.data.folders import Duplicates, ImageTable, inputs_manifest, load_targets, load_training_data
 from royalty.attribution.training.distributed import Dist, barrier, same_everywhere, shard_rows
 from royalty.attribution.training.device import cpu_threads, resolve_device, use_cpu_threads, use_device
 from royalty.attribution.model.diffusion import PixelDiffusion, build_default_unet, check_resolution, default_scheduler, load_model
-from royalty.attribution.model.task import Task
+from royalty.attribution.model.task import Inputs, Task
+from royalty.attribution.model.text_to_image import is_text_to_image
 from royalty.attribution.engine.step import EngineConfig, ValueEngine, plan_model
 from royalty.attribution.training.optim import optimization
 from royalty.attribution.training.out_folder import check_out, forget_unsaved, start
@@ -87,6 +94,10 @@ def initial_model(config: TrainConfig, device: torch.device | None = None) -> tu
         except UsageError as exc:
             raise UsageError(f"the run was trained with --device {config.device} and is rebuilt on the same: {exc}") from exc
         use_device(device)
+    if config.model is not None and is_text_to_image(config.model):
+        return _text_to_image(config, device)
+    if config.lora_rank:
+        raise UsageError("--lora-rank: LoRA is offered for text-to-image pipelines (--model DIR with a UNet2DConditionModel); a pixel UNet trains whole")
     if config.model is not None:
         unet, scheduler = load_model(config.model)
         check_resolution(unet, config.resolution)
@@ -99,6 +110,33 @@ def initial_model(config: TrainConfig, device: torch.device | None = None) -> tu
         source = {"kind": "default-tiny-unet"}
     freeze(unet, config.freeze)
     return PixelDiffusion(unet.to(device), scheduler), source
+
+
+def _text_to_image(config: TrainConfig, device: torch.device) -> tuple[Task, dict[str, Any]]:
+    """A Stable-Diffusion-layout pipeline: LoRA on its UNet (or the whole UNet), the rest frozen."""
+    from royalty.attribution.model import text_to_image as t2i
+
+    assert config.model is not None
+    pipe = t2i.load_pipeline(config.model)
+    task = t2i.TextToImage(pipe.unet, pipe, config.seed, config.caption_column, config.allow_empty_captions)
+    t2i.check_latent_resolution(task, config.resolution)
+    for frozen in (pipe.vae, pipe.text_encoder):
+        frozen.requires_grad_(False)
+        frozen.eval().to(device)
+    source: dict[str, Any] = {
+        "kind": "text-to-image-pipeline", "path": str(config.model), "sha256": sha256_tree(config.model),
+        "prediction_type": pipe.scheduler.config.prediction_type,
+    }
+    rank = config.lora_rank if config.lora_rank is not None else DEFAULT_TEXT_TO_IMAGE_LORA_RANK
+    if rank > 0:
+        lora = t2i.Lora(rank, config.lora_alpha or float(rank), config.lora_targets or DEFAULT_LORA_TARGETS)
+        t2i.add_lora(pipe.unet, lora, config.seed)
+        source["lora"] = lora.to_json()
+    elif config.lora_alpha is not None or config.lora_targets is not None:
+        raise UsageError("--lora-alpha and --lora-targets need --lora-rank above 0 (rank 0 trains the whole UNet)")
+    freeze(pipe.unet, config.freeze)
+    pipe.unet.to(device)
+    return task, source
 
 
 def freeze(model: torch.nn.Module, patterns: tuple[str, ...]) -> list[str]:
@@ -151,7 +189,7 @@ def _train_and_write(prep: Prepared, resume: bool, progress: ProgressFn | None, 
     groups = target_groups(task, prep.targets, prep.reference)
     plan = TargetPlan(groups, len(prep.targets), cfg.timestep_draws, cfg.target_max_timestep, cfg.estimator, cfg.target_subset, cfg.seed)
     par = Parallel.of(cfg, dist)
-    images, total = task.inputs(prep.train.images.to(prep.device)), prep.total_steps  # where the model computes
+    images, total = task.inputs(prep.train), prep.total_steps  # on the model's device
     valued = Valued(
         images,
         plan,
@@ -206,12 +244,12 @@ def _train_and_write(prep: Prepared, resume: bool, progress: ProgressFn | None, 
     return summary
 
 
-def target_groups(task: Task, targets: ImageTable, reference: ImageTable | None) -> tuple[torch.Tensor, ...]:
+def target_groups(task: Task, targets: ImageTable, reference: ImageTable | None) -> tuple[Inputs, ...]:
     """Each target's inputs as one value column's group, then the reference set's, if any."""
-    inputs = task.inputs(targets.images)
+    inputs = task.inputs(targets)
     groups = tuple(inputs[i : i + 1] for i in range(len(targets)))
     if reference is not None:
-        groups += (task.inputs(reference.images),)
+        groups += (task.inputs(reference),)
     return groups
 
 

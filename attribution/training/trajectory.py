@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 from royalty.attribution.training.config import TrainConfig
-from royalty.attribution.model.task import Rows, Task
+from royalty.attribution.model.task import Inputs, Rows, Task
 from royalty.attribution.training.distributed import Dist, gather_rows, gather_shards, reduce_gradients, shard_range, shard_rows
 from royalty.attribution.training.draws import batch_indices, noise_draws
 from royalty.attribution.engine.hvp import TargetSide
@@ -160,18 +160,18 @@ def plain_step(task: Task, optimizer, batch: Rows, where: str, par: Parallel = P
     return loss
 
 
-def train_batch(cfg: TrainConfig, step: int, images: torch.Tensor, num_timesteps: int, phase: str = "train") -> tuple[torch.Tensor, Rows]:
+def train_batch(cfg: TrainConfig, step: int, images: Inputs, num_timesteps: int, phase: str = "train") -> tuple[torch.Tensor, Rows]:
     """(indices, rows) of a step's training batch, derived from the seed."""
     order = "order" if phase == "train" else "warmup-order"
-    idx = batch_indices(cfg.seed, step, cfg.step_batch_size, images.shape[0], purpose=order)
+    idx = batch_indices(cfg.seed, step, cfg.step_batch_size, len(images), purpose=order)
     if phase == "train" and cfg.train_max_timestep is not None:
         num_timesteps = min(num_timesteps, cfg.train_max_timestep)
-    t, noise = noise_draws(cfg.seed, phase, step, len(idx), tuple(images.shape[1:]), num_timesteps)
-    return idx, Rows(images[idx], t.to(images.device), noise.to(images.device))
+    t, noise = noise_draws(cfg.seed, phase, step, len(idx), images.sample_shape, num_timesteps)
+    return idx, Rows(images[idx.to(images.device)], t.to(images.device), noise.to(images.device))
 
 
 def warm_up(
-    cfg: TrainConfig, task: Task, optimizer, images: torch.Tensor, progress: ProgressFn | None, total: int, par: Parallel = Parallel()
+    cfg: TrainConfig, task: Task, optimizer, images: Inputs, progress: ProgressFn | None, total: int, par: Parallel = Parallel()
 ) -> None:
     """Plain steps on the pooled training data (`images`: the task's inputs), before any value is taken."""
     set_lr(optimizer, cfg.warmup_lr if cfg.warmup_lr is not None else cfg.lr)
@@ -187,7 +187,7 @@ def warm_up(
 class Valued:
     """What the valued steps need besides the model: training inputs, targets, engine, Adam's P_t."""
 
-    images: torch.Tensor  # the training folder as the task's inputs, on the model's device
+    images: Inputs  # the training folder as the task's inputs, on the model's device
     plan: TargetPlan
     engine: ValueEngine | None  # None: plain training (--no-values)
     precondition: Callable | None

@@ -1,0 +1,194 @@
+"""A tiny Stable Diffusion pipeline built in code, and saving a UNet LoRA in diffusers' format.
+
+The text-to-image path must be testable on a CPU without the model hub: this module writes a
+complete `StableDiffusionPipeline` folder (VAE, CLIP text encoder and tokenizer, conditional
+UNet, DDPM scheduler) from configs alone, with a byte-level BPE tokenizer generated here rather
+than downloaded. Everything is seeded, so building twice gives byte-identical files, and a
+fine-tune's LoRA saved with `save_lora` loads back with `StableDiffusionPipeline.load_lora_weights`,
+as it would for users of a real Stable Diffusion checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from diffusers import AutoencoderKL, DDPMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+from diffusers.utils import convert_state_dict_to_diffusers
+from peft.utils import get_peft_model_state_dict
+from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+from transformers.convert_slow_tokenizer import bytes_to_unicode
+
+BOS = "<|startoftext|>"
+EOS = "<|endoftext|>"
+# A few frequent English pairs, so that the BPE really merges (as CLIP's does) while the
+# vocabulary stays tiny. "</w>" marks the end of a word, as in CLIP's own merges.
+_MERGES: tuple[tuple[str, str], ...] = (
+    ("t", "h"), ("th", "e</w>"), ("a", "n"), ("e", "r</w>"), ("i", "n"),
+    ("o", "n</w>"), ("e", "d</w>"), ("r", "e"), ("a", "t"), ("e", "n"),
+)  # fmt: skip
+PREDICTION_TYPES = ("epsilon", "v_prediction")
+
+
+@dataclass(frozen=True)
+class TinyPipelineConfig:
+    """Sizes of the tiny pipeline: small enough to train and sample in seconds on a CPU.
+
+    The VAE halves the image once per VAE block but the last (scale factor 2 with two blocks),
+    and the UNet's cross-attention reads the text encoder's hidden states, so `text_hidden`
+    must equal `cross_attention_dim`.
+    """
+
+    latent_channels: int = 4
+    unet_channels: tuple[int, ...] = (32, 64)
+    cross_attention_dim: int = 32
+    text_hidden: int = 32
+    text_layers: int = 2
+    max_length: int = 16  # tokenizer model_max_length and the text model's positions
+    vae_channels: tuple[int, ...] = (32, 64)
+    prediction_type: str = "epsilon"
+    norm_num_groups: int = 8
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        # fail on the config, before anything is built or written
+        if self.prediction_type not in PREDICTION_TYPES:
+            raise ValueError(f"prediction_type {self.prediction_type!r} is not one of {PREDICTION_TYPES}")
+        if self.text_hidden != self.cross_attention_dim:
+            raise ValueError(f"text_hidden ({self.text_hidden}) must equal cross_attention_dim ({self.cross_attention_dim})")
+        if self.max_length < 2:
+            raise ValueError("max_length must leave room for the start and end tokens")
+
+
+def _vocab() -> dict[str, int]:
+    """CLIP's vocabulary layout: bytes, bytes ending a word, merged pairs, then the two specials."""
+    chars = list(bytes_to_unicode().values())
+    vocab: dict[str, int] = {}
+    for token in [*chars, *(c + "</w>" for c in chars), *(a + b for a, b in _MERGES), BOS, EOS]:
+        vocab.setdefault(token, len(vocab))
+    return vocab
+
+
+def build_tokenizer(folder: Path, max_length: int) -> None:
+    """Write a CLIP tokenizer (vocab.json, merges.txt, tokenizer_config.json) into `folder`.
+
+    Every byte has a token, so any text (any unicode) tokenizes without an unknown token;
+    the files are written with fixed key order and newlines, so they are byte-for-byte
+    the same on every call.
+    """
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    config = {
+        "tokenizer_class": "CLIPTokenizer",
+        "model_max_length": max_length,
+        "bos_token": BOS,
+        "eos_token": EOS,
+        "unk_token": EOS,
+        "pad_token": EOS,
+    }
+    files = {
+        "vocab.json": json.dumps(_vocab(), ensure_ascii=False, indent=2) + "\n",
+        "merges.txt": "#version: 0.2\n" + "".join(f"{a} {b}\n" for a, b in _MERGES),
+        "tokenizer_config.json": json.dumps(config, indent=2) + "\n",
+    }
+    for name, text in files.items():
+        (folder / name).write_bytes(text.encode("utf-8"))
+
+
+def _models(config: TinyPipelineConfig, vocab_size: int, bos: int, eos: int) -> tuple[UNet2DConditionModel, AutoencoderKL, CLIPTextModel]:
+    """The three networks, initialised from the torch RNG the caller seeded."""
+    vae_factor = 2 ** (len(config.vae_channels) - 1)
+    n_unet = len(config.unet_channels)
+    unet = UNet2DConditionModel(
+        sample_size=16 // vae_factor,  # the default 16x16 image, in latents
+        in_channels=config.latent_channels,
+        out_channels=config.latent_channels,
+        layers_per_block=1,
+        block_out_channels=config.unet_channels,
+        # SD's layout: cross-attention on the outer blocks, none at the lowest resolution
+        down_block_types=("CrossAttnDownBlock2D",) + ("DownBlock2D",) * (n_unet - 1),
+        up_block_types=("UpBlock2D",) * (n_unet - 1) + ("CrossAttnUpBlock2D",),
+        cross_attention_dim=config.cross_attention_dim,
+        attention_head_dim=8,  # diffusers reads it as the head count: it must divide the channels
+        norm_num_groups=config.norm_num_groups,
+    )
+    n_vae = len(config.vae_channels)
+    vae = AutoencoderKL(
+        in_channels=3,
+        out_channels=3,
+        down_block_types=("DownEncoderBlock2D",) * n_vae,
+        up_block_types=("UpDecoderBlock2D",) * n_vae,
+        block_out_channels=config.vae_channels,
+        layers_per_block=1,
+        latent_channels=config.latent_channels,
+        norm_num_groups=config.norm_num_groups,
+        sample_size=16,
+    )
+    text_config = CLIPTextConfig(
+        vocab_size=vocab_size,
+        hidden_size=config.text_hidden,
+        intermediate_size=2 * config.text_hidden,
+        projection_dim=config.text_hidden,
+        num_hidden_layers=config.text_layers,
+        num_attention_heads=4,
+        max_position_embeddings=config.max_length,
+        # the pooled output finds the end token by id: it must be this vocabulary's
+        bos_token_id=bos,
+        eos_token_id=eos,
+        pad_token_id=eos,
+    )
+    return unet, vae, CLIPTextModel(text_config)
+
+
+def build_tiny_pipeline(folder: Path, config: TinyPipelineConfig = TinyPipelineConfig()) -> Path:
+    """Build the tiny Stable Diffusion pipeline and save it (safetensors) into `folder`.
+
+    The weights come from `config.seed` inside a forked RNG: the same config gives the same
+    files, and the caller's global RNG state is left as it was.
+    """
+    folder = Path(folder)
+    build_tokenizer(folder / "tokenizer", config.max_length)
+    tokenizer = CLIPTokenizer.from_pretrained(folder / "tokenizer", local_files_only=True)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(config.seed)
+        unet, vae, text_encoder = _models(config, len(tokenizer), tokenizer.bos_token_id, tokenizer.eos_token_id)
+    # Stable Diffusion's own schedule (scaled-linear betas, no clipping, steps_offset 1: else the pipeline warns)
+    scheduler = DDPMScheduler(
+        num_train_timesteps=1000,
+        beta_schedule="scaled_linear",
+        beta_start=0.00085,
+        beta_end=0.012,
+        clip_sample=False,
+        steps_offset=1,
+        prediction_type=config.prediction_type,
+    )
+    pipe = StableDiffusionPipeline(
+        vae=vae,
+        text_encoder=text_encoder,
+        tokenizer=tokenizer,
+        unet=unet,
+        scheduler=scheduler,
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
+    pipe.save_pretrained(folder, safe_serialization=True)
+    return folder
+
+
+def save_lora(unet: UNet2DConditionModel, folder: Path, adapter_name: str = "default") -> None:
+    """Write the UNet's peft LoRA as `folder/pytorch_lora_weights.safetensors`, diffusers' format.
+
+    Keys are converted from peft's names to diffusers' (`unet.` prefix, lora_A/lora_B), and the
+    adapter's config (rank, alpha, targets) rides in the file's metadata, so that
+    `load_lora_weights` rebuilds the same scaling even when lora_alpha differs from the rank.
+    """
+    state = convert_state_dict_to_diffusers(get_peft_model_state_dict(unet, adapter_name=adapter_name))
+    metadata = unet.peft_config[adapter_name].to_dict()
+    # sets (target_modules) would be written in hash order: sort them so the file is reproducible
+    metadata = {k: sorted(v) if isinstance(v, set) else v for k, v in metadata.items()}
+    StableDiffusionPipeline.save_lora_weights(
+        Path(folder), unet_lora_layers=state, unet_lora_adapter_metadata=metadata, safe_serialization=True
+    )
