@@ -1,8 +1,9 @@
 """`royalty generate` as a library: sample images from a run's model, each with an id.
 
 Each image has its own seed (`--seed` + its index), so any one image can be drawn again
-alone. The output folder is a targets folder (`metadata.csv` with `target_id`), ready
-for `royalty attribute`.
+alone. The output folder is a targets folder (`metadata.csv` with `target_id`, and for a
+text-to-image run each image's prompt in the run's caption column), ready for
+`royalty attribute`, which values each image under its own prompt.
 """
 
 from __future__ import annotations
@@ -18,14 +19,14 @@ import torch
 from diffusers import DDIMPipeline, DDIMScheduler, DDPMPipeline
 from PIL import Image
 
-from royalty.atomic import write_bytes, write_text
+from royalty.atomic import sha256_tree, write_bytes, write_text
 from royalty.attribution.contract import run_folder
 from royalty.attribution.training.config import check_device_name
 from royalty.attribution.training.device import resolve_device, use_device
 from royalty.attribution.model.diffusion import load_model
 from royalty.attribution.contract.opened import open_run
 from royalty.attribution.training.trajectory import ProgressFn
-from royalty.errors import OutputError, UsageError
+from royalty.errors import DataError, OutputError, UsageError
 
 SCHEDULERS = ("ddim", "ddpm")
 METADATA_COLUMNS = ("file_name", "target_id", "seed", "scheduler", "steps", "run_id")
@@ -42,6 +43,8 @@ class GenerateConfig:
     batch_size: int = 16
     force: bool = False
     device: str = "cpu"
+    prompts: tuple[str, ...] = ()  # text-to-image runs: `num` images per prompt
+    guidance_scale: float = 1.0  # classifier-free guidance; 1: none (the prompt alone)
 
     def __post_init__(self) -> None:
         check_device_name(self.device)
@@ -55,47 +58,67 @@ class GenerateConfig:
             raise UsageError(f"--steps must be in 1..1000, got {self.steps}")
         if self.batch_size < 1:
             raise UsageError(f"--batch-size must be at least 1, got {self.batch_size}")
+        if any(not p.strip() for p in self.prompts):
+            raise UsageError("--prompt: a prompt is empty")
+        if not self.guidance_scale >= 1.0:
+            raise UsageError(f"--guidance-scale must be at least 1 (1: no guidance), got {self.guidance_scale}")
 
 
 def generate(config: GenerateConfig, progress: ProgressFn | None = None) -> dict[str, Any]:
     opened = open_run(config.run, need_values=False, need_model=True)
     manifest, model = opened.manifest, opened.model_dir
     assert model is not None
+    text_to_image = manifest.get("model_source", {}).get("kind") == "text-to-image-pipeline"
+    if text_to_image and not config.prompts:
+        raise UsageError("the run fine-tuned a text-to-image model: give --prompt TEXT (repeatable) or --prompts FILE")
+    if config.prompts and not text_to_image:
+        raise UsageError("--prompt: the run's model is unconditional (a pixel UNet); it takes no prompts")
     device = resolve_device(config.device)
     _check_out(config.out, config.force)
     use_device(device)
-    unet, scheduler = load_model(model)
-    if config.scheduler == "ddim":
-        pipe = DDIMPipeline(unet=unet, scheduler=DDIMScheduler.from_config(scheduler.config))
+    if text_to_image:
+        pipe, resolution = _text_to_image_pipeline(manifest, model, config.scheduler), int(manifest["config"]["resolution"])
     else:
-        pipe = DDPMPipeline(unet=unet, scheduler=scheduler)
+        pipe, resolution = _pixel_pipeline(model, config.scheduler), 0
     pipe.set_progress_bar_config(disable=True)
     pipe.to(device)
+    # image i: prompt i // num (one prompt for a pixel model: none), seed + i
+    jobs = [(p, config.seed + i) for i, p in enumerate(p for p in (config.prompts or ("",)) for _ in range(config.num))]
+    caption = caption_column_of(manifest)
     rows = []
-    for lo in range(0, config.num, config.batch_size):
-        seeds = list(range(config.seed + lo, config.seed + min(lo + config.batch_size, config.num)))
+    for lo in range(0, len(jobs), config.batch_size):
+        batch = jobs[lo : lo + config.batch_size]
+        seeds = [s for _, s in batch]
         # one generator per image: an image depends on its own seed, not on its batch-mates';
         # CPU generators on every device: a seed draws the same starting noise everywhere
         generators = [torch.Generator().manual_seed(s) for s in seeds]
-        kwargs = {"eta": 0.0} if config.scheduler == "ddim" else {}
-        images = pipe(batch_size=len(seeds), generator=generators, num_inference_steps=config.steps, output_type="np", **kwargs).images
-        for s, array in zip(seeds, images):
+        kwargs: dict[str, Any] = {"eta": 0.0} if config.scheduler == "ddim" else {}
+        if text_to_image:
+            kwargs.update(prompt=[p for p, _ in batch], height=resolution, width=resolution, guidance_scale=config.guidance_scale)
+        else:
+            kwargs.update(batch_size=len(seeds))
+        images = pipe(generator=generators, num_inference_steps=config.steps, output_type="np", **kwargs).images
+        for (prompt, s), array in zip(batch, images):
             target_id = f"gen-{s:08d}"
             buf = io.BytesIO()
             Image.fromarray((array * 255).round().clip(0, 255).astype("uint8")).save(buf, format="PNG")
             write_bytes(config.out / f"{target_id}.png", buf.getvalue())
-            rows.append({
+            row = {
                 "file_name": f"{target_id}.png", "target_id": target_id, "seed": s,
                 "scheduler": config.scheduler, "steps": config.steps, "run_id": manifest["run_id"],
-            })
+            }
+            if text_to_image:
+                row[caption] = prompt
+            rows.append(row)
         if progress is not None:
-            progress(len(rows), config.num, float("nan"))
+            progress(len(rows), len(jobs), float("nan"))
     text = io.StringIO()
-    writer = csv.DictWriter(text, fieldnames=list(METADATA_COLUMNS), lineterminator="\n")
+    columns = list(METADATA_COLUMNS) + ([caption] if text_to_image else [])
+    writer = csv.DictWriter(text, fieldnames=columns, lineterminator="\n")
     writer.writeheader()
     writer.writerows(rows)
     write_text(config.out / "metadata.csv", text.getvalue())  # last: the folder is complete once it exists
-    return {
+    summary: dict[str, Any] = {
         "format_version": run_folder.FORMAT_VERSION,
         "out": str(config.out),
         "run_id": manifest["run_id"],
@@ -105,6 +128,46 @@ def generate(config: GenerateConfig, progress: ProgressFn | None = None) -> dict
         "seeds": [rows[0]["seed"], rows[-1]["seed"]],
         "device": str(device),
     }
+    if text_to_image:
+        summary["prompts"] = len(config.prompts)
+        summary["guidance_scale"] = config.guidance_scale
+    return summary
+
+
+def caption_column_of(manifest: dict[str, Any]) -> str:
+    """The column generated images carry their prompt in: the one the run read captions from."""
+    return manifest.get("config", {}).get("caption_column") or "caption"
+
+
+def _pixel_pipeline(model: Path, scheduler_name: str):
+    unet, scheduler = load_model(model)
+    if scheduler_name == "ddim":
+        return DDIMPipeline(unet=unet, scheduler=DDIMScheduler.from_config(scheduler.config))
+    return DDPMPipeline(unet=unet, scheduler=scheduler)
+
+
+def _text_to_image_pipeline(manifest: dict[str, Any], model: Path, scheduler_name: str):
+    """The base pipeline the run started from with the run's LoRA weights, or the run's whole pipeline."""
+    from diffusers import StableDiffusionPipeline
+
+    from royalty.attribution.model.text_to_image import load_pipeline
+
+    source = manifest["model_source"]
+    if "lora" in source:
+        base = Path(source["path"])
+        if sha256_tree(base) != source.get("sha256"):
+            raise DataError(f"the base pipeline the run fine-tuned, {base}, changed since training: its LoRA weights no longer apply to it")
+        parts = load_pipeline(base)
+    else:
+        parts = load_pipeline(model)
+    scheduler = parts.scheduler if scheduler_name == "ddpm" else DDIMScheduler.from_config(parts.scheduler.config)
+    pipe = StableDiffusionPipeline(
+        vae=parts.vae, text_encoder=parts.text_encoder, tokenizer=parts.tokenizer, unet=parts.unet, scheduler=scheduler,
+        safety_checker=None, feature_extractor=None, requires_safety_checker=False,
+    )
+    if "lora" in source:
+        pipe.load_lora_weights(model)
+    return pipe
 
 
 def _check_out(out: Path, force: bool) -> None:

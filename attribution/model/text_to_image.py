@@ -228,11 +228,42 @@ def _has_lora(unet: torch.nn.Module) -> bool:
     return any("lora_" in n for n, _ in unet.named_parameters())
 
 
-def save_lora(unet: torch.nn.Module, folder: Path) -> None:
-    """The adapters in diffusers' format: `pipe.load_lora_weights(folder)` applies them."""
+def save_lora(unet: torch.nn.Module, folder: Path, adapter_name: str = "default") -> None:
+    """The adapters in diffusers' format: `pipe.load_lora_weights(folder)` applies them.
+
+    peft's names become diffusers' (`unet.` prefix, lora.down/lora.up); the adapter's
+    config (rank, alpha, targets) rides in the file's metadata, without which
+    `load_lora_weights` would scale an adapter whose alpha is not its rank wrongly.
+    """
     from diffusers import StableDiffusionPipeline
     from diffusers.utils import convert_state_dict_to_diffusers
     from peft.utils import get_peft_model_state_dict
 
-    layers = convert_state_dict_to_diffusers(get_peft_model_state_dict(unet))
-    StableDiffusionPipeline.save_lora_weights(folder, unet_lora_layers=layers, safe_serialization=True)
+    layers = convert_state_dict_to_diffusers(get_peft_model_state_dict(unet, adapter_name=adapter_name))
+    config = unet.peft_config[adapter_name].to_dict()  # type: ignore[union-attr]
+    # a set (target_modules) is written in hash order: sort it so the file is reproducible
+    config = {k: sorted(v) if isinstance(v, set) else v for k, v in config.items()}
+    StableDiffusionPipeline.save_lora_weights(
+        Path(folder), unet_lora_layers=layers, unet_lora_adapter_metadata=config, safe_serialization=True
+    )
+    canonical_safetensors(Path(folder) / LORA_WEIGHTS)
+
+
+LORA_WEIGHTS = "pytorch_lora_weights.safetensors"
+
+
+def canonical_safetensors(path: Path) -> None:
+    """Rewrite a safetensors header with its keys sorted: the same tensors, the same bytes.
+
+    safetensors writes the metadata's keys in hash order, so two saves of the same
+    adapters differ byte for byte, and with them the run folder's recorded hash. The
+    format is an 8-byte little-endian header length, a JSON header (space-padded to a
+    multiple of 8) and the tensor data, whose offsets count from the data's start and so
+    do not move.
+    """
+    raw = path.read_bytes()
+    size = int.from_bytes(raw[:8], "little")
+    header = json.loads(raw[8 : 8 + size])
+    text = json.dumps(header, sort_keys=True, separators=(",", ":")).encode()
+    text += b" " * (-len(text) % 8)
+    path.write_bytes(len(text).to_bytes(8, "little") + text + raw[8 + size :])

@@ -1,11 +1,10 @@
-"""A tiny Stable Diffusion pipeline built in code, and saving a UNet LoRA in diffusers' format.
+"""A tiny Stable Diffusion pipeline built in code, for tests and for bases built from scratch.
 
 The text-to-image path must be testable on a CPU without the model hub: this module writes a
 complete `StableDiffusionPipeline` folder (VAE, CLIP text encoder and tokenizer, conditional
 UNet, DDPM scheduler) from configs alone, with a byte-level BPE tokenizer generated here rather
-than downloaded. Everything is seeded, so building twice gives byte-identical files, and a
-fine-tune's LoRA saved with `save_lora` loads back with `StableDiffusionPipeline.load_lora_weights`,
-as it would for users of a real Stable Diffusion checkpoint.
+than downloaded. Everything is seeded, so building twice gives byte-identical files; it loads
+with `StableDiffusionPipeline.from_pretrained` as a real Stable Diffusion checkpoint does.
 """
 
 from __future__ import annotations
@@ -16,8 +15,6 @@ from pathlib import Path
 
 import torch
 from diffusers import AutoencoderKL, DDPMScheduler, StableDiffusionPipeline, UNet2DConditionModel
-from diffusers.utils import convert_state_dict_to_diffusers
-from peft.utils import get_peft_model_state_dict
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 from transformers.convert_slow_tokenizer import bytes_to_unicode
 
@@ -178,17 +175,20 @@ def build_tiny_pipeline(folder: Path, config: TinyPipelineConfig = TinyPipelineC
     return folder
 
 
-def save_lora(unet: UNet2DConditionModel, folder: Path, adapter_name: str = "default") -> None:
-    """Write the UNet's peft LoRA as `folder/pytorch_lora_weights.safetensors`, diffusers' format.
+def main(argv: list[str] | None = None) -> None:
+    """`python -m royalty.attribution.model.tiny_pipeline DIR`: a pipeline to try royalty's text-to-image path on."""
+    import argparse
 
-    Keys are converted from peft's names to diffusers' (`unet.` prefix, lora_A/lora_B), and the
-    adapter's config (rank, alpha, targets) rides in the file's metadata, so that
-    `load_lora_weights` rebuilds the same scaling even when lora_alpha differs from the rank.
-    """
-    state = convert_state_dict_to_diffusers(get_peft_model_state_dict(unet, adapter_name=adapter_name))
-    metadata = unet.peft_config[adapter_name].to_dict()
-    # sets (target_modules) would be written in hash order: sort them so the file is reproducible
-    metadata = {k: sorted(v) if isinstance(v, set) else v for k, v in metadata.items()}
-    StableDiffusionPipeline.save_lora_weights(
-        Path(folder), unet_lora_layers=state, unet_lora_adapter_metadata=metadata, safe_serialization=True
-    )
+    ap = argparse.ArgumentParser(description="Write a tiny Stable-Diffusion-layout pipeline (random weights, 16 px images) to DIR.")
+    ap.add_argument("folder", type=Path)
+    ap.add_argument("--prediction-type", choices=PREDICTION_TYPES, default="epsilon")
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args(argv)
+    if args.folder.exists() and any(args.folder.iterdir()):
+        raise SystemExit(f"{args.folder} is not empty")
+    build_tiny_pipeline(args.folder, TinyPipelineConfig(prediction_type=args.prediction_type, seed=args.seed))
+    print(args.folder)
+
+
+if __name__ == "__main__":
+    main()
