@@ -16,6 +16,7 @@ from royalty.cli.console import print_error
 from royalty.cli.errors import EXIT_INTERRUPTED, EXIT_UNEXPECTED, exit_code_for
 from royalty.cli.help import examples
 from royalty.errors import RoyaltyError
+from royalty.quiet import quiet_model_libraries
 
 
 class _PlainHelp:
@@ -95,6 +96,7 @@ def _register_commands() -> None:
 
 
 def main() -> None:
+    quiet_model_libraries()
     _register_commands()
     try:
         app(standalone_mode=True, prog_name="royalty")  # `python -m royalty.cli` too

@@ -228,3 +228,19 @@ def test_a_text_to_image_run_is_reproducible_byte_for_byte(folders, tmp_path) ->
                 "--steps", "2", "--optimizer", "adamw", "--lr", "0.001", "--lora-alpha", "8", *T2I, "--quiet", check=True)
         outputs.append(json.loads((tmp_path / name / "run.json").read_text())["outputs"])
     assert outputs[0] == outputs[1]  # values, steps and the LoRA file (its header's keys sorted)
+
+
+@pytest.mark.parametrize("lora_rank", ["4", "0"], ids=["lora", "full-unet"])
+def test_with_sgd_the_step_values_track_the_targets_loss_change(folders, tmp_path, lora_rank) -> None:
+    """At a small SGD step each step's Σ values is the first- and second-order prediction of
+    how much the targets' loss (under their prompts) falls: they must rank the steps alike."""
+    from scipy.stats import spearmanr
+
+    out = tmp_path / "sgd"
+    royalty("train", folders["data"], "--targets", folders["targets"], "--out", out, "--model", folders["base"],
+            "--steps", "30", "--optimizer", "sgd", "--lr", "0.01", "--lora-rank", lora_rank, *T2I, "--quiet", check=True)
+    steps = pd.read_parquet(out / "steps.parquet")
+    change = steps["target_loss_before"] - steps["target_loss_after"]
+    assert change.abs().min() > 0 and change.std() > 0
+    rho = spearmanr(steps["value_sum"], change).statistic
+    assert rho >= 0.97, f"Spearman {rho:.4f}"

@@ -14,9 +14,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from diffusers import AutoencoderKL, DDPMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 from transformers.convert_slow_tokenizer import bytes_to_unicode
+
+from royalty.quiet import quiet_model_libraries
 
 BOS = "<|startoftext|>"
 EOS = "<|endoftext|>"
@@ -161,6 +163,8 @@ def build_tiny_pipeline(folder: Path, config: TinyPipelineConfig = TinyPipelineC
         steps_offset=1,
         prediction_type=config.prediction_type,
     )
+    from diffusers import StableDiffusionPipeline  # imports image processors: only when writing
+
     pipe = StableDiffusionPipeline(
         vae=vae,
         text_encoder=text_encoder,
@@ -184,6 +188,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--prediction-type", choices=PREDICTION_TYPES, default="epsilon")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
+    quiet_model_libraries()
     if args.folder.exists() and any(args.folder.iterdir()):
         raise SystemExit(f"{args.folder} is not empty")
     build_tiny_pipeline(args.folder, TinyPipelineConfig(prediction_type=args.prediction_type, seed=args.seed))
