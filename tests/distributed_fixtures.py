@@ -80,6 +80,14 @@ def _values(run: Path) -> pd.DataFrame:
 
 
 def _weights(run: Path) -> dict[str, torch.Tensor]:
+    """The trained weights: the pixel UNet, or a text-to-image run's LoRA adapters."""
+    from royalty.attribution.model.text_to_image import LORA_WEIGHTS
+
+    lora = run / run_folder.MODEL_DIR / LORA_WEIGHTS
+    if lora.exists():
+        from safetensors.torch import load_file
+
+        return load_file(lora)
     from diffusers import UNet2DModel
 
     return UNet2DModel.from_pretrained(run / run_folder.MODEL_DIR / "unet").state_dict()

@@ -99,6 +99,7 @@ def test_generate_by_prompt_then_attribute_payout_and_report(lora_run, tmp_path)
     assert proc.returncode == 0, proc.stderr
     meta = pd.read_csv(gen / "metadata.csv")
     assert meta["caption"].tolist() == ["bar", "bar", "circle", "circle"] and len(list(gen.glob("*.png"))) == 4
+    assert (meta["guidance_scale"] == 1.0).all()
     proc = royalty("attribute", lora_run, gen, "--name", "gen", "--quiet")
     assert proc.returncode == 0, proc.stderr
     values = pd.read_parquet(lora_run / "attributions" / "gen" / "values.parquet")
@@ -244,3 +245,25 @@ def test_with_sgd_the_step_values_track_the_targets_loss_change(folders, tmp_pat
     assert change.abs().min() > 0 and change.std() > 0
     rho = spearmanr(steps["value_sum"], change).statistic
     assert rho >= 0.97, f"Spearman {rho:.4f}"
+
+
+def test_two_processes_equal_one_on_a_lora_run(folders, tmp_path) -> None:
+    """torchrun: each process draws its share of the global batch's latents and captions;
+    values, ledger and adapters equal the one-process run up to the summation order."""
+    from distributed_fixtures import SGD_RTOL, _assert_same_run, _check, torchrun
+
+    args = ("--model", folders["base"], "--steps", "3", "--optimizer", "sgd", "--lr", "0.05", *T2I, "--quiet")
+    runs = {}
+    for name, launch in (("one", royalty), ("two", torchrun)):
+        runs[name] = tmp_path / name
+        _check(launch("train", folders["data"], "--targets", folders["targets"], "--out", runs[name], *args))
+    assert json.loads((runs["two"] / "run.json").read_text())["world_size"] == 2
+    _assert_same_run(runs["one"], runs["two"], SGD_RTOL, weights_atol=1e-6)
+
+
+def test_audit_retrains_a_text_to_image_run_through_its_task(lora_run) -> None:
+    """The audit's retrainings train the same LoRA objective: everyone at seed 0 is the run."""
+    proc = royalty("audit", lora_run, "--owners", "2", "--seeds", "1", "--quiet", check=True)
+    checks = json.loads(proc.stdout)["checks"]
+    assert checks["base_matches_run"] is True
+    assert checks["grand_coalition_reproduces_run"] is True

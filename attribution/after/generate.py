@@ -108,12 +108,12 @@ def generate(config: GenerateConfig, progress: ProgressFn | None = None) -> dict
                 "scheduler": config.scheduler, "steps": config.steps, "run_id": manifest["run_id"],
             }
             if text_to_image:
-                row[caption] = prompt
+                row.update({caption: prompt, "guidance_scale": config.guidance_scale})
             rows.append(row)
         if progress is not None:
             progress(len(rows), len(jobs), float("nan"))
     text = io.StringIO()
-    columns = list(METADATA_COLUMNS) + ([caption] if text_to_image else [])
+    columns = list(METADATA_COLUMNS) + ([caption, "guidance_scale"] if text_to_image else [])
     writer = csv.DictWriter(text, fieldnames=columns, lineterminator="\n")
     writer.writeheader()
     writer.writerows(rows)
