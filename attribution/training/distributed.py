@@ -105,6 +105,11 @@ def launched(device: torch.device = torch.device("cpu"), env: Mapping[str, str] 
     torch_dist.init_process_group(backend_for(device), rank=dist.rank, world_size=dist.world, timeout=TIMEOUT)
     try:
         yield dist
+        # Every process done with its collectives before any tears the group down: a gloo
+        # process destroyed while a peer's last operation is in flight can abort (seen once
+        # under a loaded CI machine, rank 1 killed by "terminate called without an active
+        # exception"). Only on success: after an error the peers may never arrive.
+        torch_dist.barrier()
     finally:
         torch_dist.destroy_process_group()
 
