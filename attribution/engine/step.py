@@ -160,7 +160,7 @@ class ValueEngine:
         """
         micro = (train_losses,) if callable(train_losses) else tuple(train_losses)
         # 1. the training batch: exactly the backward plain training runs (per micro-batch)
-        trains, row_losses, last_loss = self._train_pass(micro)
+        trains, row_losses, last_loss = self.train_pass(micro)
         if finish_grads is not None:
             finish_grads()
         grads = {n: p.grad for n, p in self.params.items()}
@@ -168,7 +168,7 @@ class ValueEngine:
         rows_total = update.rows if update.rows is not None else sum(sizes)
 
         # 2. the targets at the same weights: output gradients only, no weight gradients
-        target, per_target, n_target_rows = self._target_pass(targets)
+        target, per_target, n_target_rows = self.target_pass(targets)
         gather = targets.gather if targets.gather is not None else (lambda local: local)
         all_target_losses = gather(per_target.detach().to(torch.float64))
 
@@ -217,7 +217,7 @@ class ValueEngine:
             row_losses=torch.cat(row_losses),
         )
 
-    def _train_pass(self, micro: Sequence[LossFn]) -> tuple[list[dict[str, PerSample]], list[torch.Tensor], float]:
+    def train_pass(self, micro: Sequence[LossFn]) -> tuple[list[dict[str, PerSample]], list[torch.Tensor], float]:
         """Each micro-batch's per-sample representations and row losses, and the last one's mean loss."""
         trains: list[dict[str, PerSample]] = []
         row_losses: list[torch.Tensor] = []
@@ -236,7 +236,7 @@ class ValueEngine:
             row_losses.append(losses.detach())
         return trains, row_losses, float(loss.detach())
 
-    def _target_pass(self, targets: TargetSide) -> tuple[dict[str, PerSample], torch.Tensor, int]:
+    def target_pass(self, targets: TargetSide) -> tuple[dict[str, PerSample], torch.Tensor, int]:
         """The targets' per-layer representations, each target's mean loss, and the row count."""
         counts = torch.bincount(targets.index, minlength=targets.count)
         if bool((counts == 0).any()):

@@ -58,6 +58,56 @@ Precondition = Callable[[Mapping[str, torch.Tensor]], dict[str, torch.Tensor]]
 
 
 @dataclass(frozen=True)
+class AdamStep:
+    """The AdamW step `optimizer.step()` is about to take, per parameter, in float64."""
+
+    lr: float
+    weight_decay: float
+    beta1: float
+    count: int  # the optimizer's step count once this step is taken
+    precond: dict[str, torch.Tensor]  # P_t = 1 / (√v̂_t + ε)
+    update: dict[str, torch.Tensor]  # Δw_t = −η (λ w_t + P_t m̂_t)
+
+
+def adamw_step(optimizer: torch.optim.AdamW, params: Mapping[str, nn.Parameter]) -> AdamStep:
+    """What the coming `optimizer.step()` will do, from its state and the gradients in `.grad`.
+
+    Mirrors torch's AdamW (decoupled decay, bias-corrected moments, ε outside the root);
+    tests/test_adam_credit.py checks the predicted Δw_t against the step torch takes.
+    """
+    if len(optimizer.param_groups) != 1:
+        raise UsageError("the applied-update credit needs one AdamW parameter group")
+    group = optimizer.param_groups[0]
+    if group.get("amsgrad") or group.get("maximize"):
+        raise UsageError("AdamW with amsgrad or maximize is not supported by the value engine")
+    lr, wd, (beta1, beta2), eps = float(group["lr"]), float(group["weight_decay"]), group["betas"], group["eps"]
+    precond, update, counts = {}, {}, set()
+    for name, p in params.items():
+        state = optimizer.state.get(p, {})
+        count = int(state["step"]) + 1 if "step" in state else 1
+        counts.add(count)
+        g = p.grad.to(torch.float64)
+        m = state["exp_avg"].to(torch.float64) * beta1 + (1 - beta1) * g if "exp_avg" in state else (1 - beta1) * g
+        v = state["exp_avg_sq"].to(torch.float64) * beta2 + (1 - beta2) * g * g if "exp_avg_sq" in state else (1 - beta2) * g * g
+        pre = 1.0 / ((v / (1 - beta2**count)).sqrt() + eps)
+        precond[name] = pre
+        update[name] = -lr * (wd * p.detach().to(torch.float64) + pre * m / (1 - beta1**count))
+    if len(counts) != 1:
+        raise UsageError("AdamW parameters at different step counts: the applied-update credit needs one count")
+    return AdamStep(lr, wd, float(beta1), counts.pop(), precond, update)
+
+
+def first_moment(optimizer: torch.optim.AdamW, params: Mapping[str, nn.Parameter]) -> tuple[dict[str, torch.Tensor], int]:
+    """The first moment m and step count the optimizer holds now (zeros and 0 before its first step)."""
+    m, count = {}, 0
+    for name, p in params.items():
+        state = optimizer.state.get(p, {})
+        m[name] = state["exp_avg"].to(torch.float64, copy=True) if "exp_avg" in state else torch.zeros_like(p, dtype=torch.float64)
+        count = int(state["step"]) if "step" in state else 0
+    return m, count
+
+
+@dataclass(frozen=True)
 class Optimization:
     """The run's optimizer over the model's trainable parameters, and Adam's P_t for the values."""
 

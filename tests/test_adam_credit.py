@@ -1,0 +1,140 @@
+"""Crediting the update AdamW applies (attribution/engine/window.py), in closed form.
+
+A linear training loss ℓ(w, z) = ⟨c_z, w⟩ (each row's gradient is its c_z, at any w)
+and quadratic target losses ℓ_k(w) = ½ (w − a_k)ᵀ A_k (w − a_k): torch's AdamW takes the
+steps; the test unrolls its momentum by hand, bias correction, carried-in momentum and
+weight decay included, and checks the window's credits term by term. On a quadratic
+target the second-order expansion is exact, so the ledger's residual must vanish.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from royalty.attribution.engine.window import AppliedUpdate, CreditWindow, Slot, window_length
+from royalty.attribution.training.optim import adamw_step, first_moment
+
+D, K, B, STEPS, WARM = 4, 2, 3, 6, 2
+BETA1, BETA2, EPS, LR, WD = 0.9, 0.999, 1e-8, 0.05, 0.1
+
+
+def _flat(d: dict[str, torch.Tensor]) -> torch.Tensor:
+    return d["w"].reshape(-1)
+
+
+@pytest.fixture(scope="module")
+def problem() -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(0)
+    r = lambda *s: torch.randn(*s, generator=g, dtype=torch.float64)  # noqa: E731
+    a = r(K, D)
+    q = r(K, D, D)
+    return {
+        "w0": r(D),
+        "c": r(STEPS, B, D),  # per-sample gradients of the valued steps' rows
+        "warm": r(WARM, D),  # warm-up batch gradients: the momentum carried in
+        "a": a,
+        "A": q @ q.transpose(1, 2) + torch.eye(D, dtype=torch.float64),
+    }
+
+
+def target_loss(p: dict, w: torch.Tensor) -> torch.Tensor:
+    d = w.unsqueeze(0) - p["a"]
+    return 0.5 * torch.einsum("ki,kij,kj->k", d, p["A"], d)
+
+
+def target_grad(p: dict, w: torch.Tensor) -> torch.Tensor:
+    return torch.einsum("kij,kj->ki", p["A"], w.unsqueeze(0) - p["a"])
+
+
+def run(p: dict, length: int, order: int = 2):
+    w = torch.nn.Parameter(p["w0"].clone())
+    opt = torch.optim.AdamW([w], lr=LR, betas=(BETA1, BETA2), eps=EPS, weight_decay=WD, foreach=False)
+    for g in p["warm"]:
+        w.grad = g.clone()
+        opt.step()
+    params = {"w": w}
+    m0, n0 = first_moment(opt, params)
+    window = CreditWindow(BETA1, length, _flat(m0), n0)
+    trace = []
+    for t in range(STEPS):
+        rows = p["c"][t]
+        w.grad = rows.mean(0).clone()
+        step = adamw_step(opt, params)
+        w_t = w.detach().clone()
+        window.open(Slot(t, step.count, torch.arange(t * B, (t + 1) * B), B, rows.clone(), rows.sum(0)))
+        dw = _flat(step.update)
+        applied = AppliedUpdate(LR, WD, BETA1, step.count, _flat(step.precond), w_t, dw)
+        hv = torch.einsum("kij,j->ki", p["A"], dw) if order == 2 else None
+        credit = window.credit(applied, target_grad(p, w_t), hv)
+        before = target_loss(p, w_t)
+        opt.step()
+        trace.append({"w": w_t, "dw": dw, "actual_dw": w.detach() - w_t, "credit": credit, "count": step.count,
+                      "change": before - target_loss(p, w.detach()), "p": _flat(step.precond)})
+    return trace
+
+
+def test_the_predicted_update_is_the_step_torch_takes(problem) -> None:
+    for row in run(problem, length=STEPS):
+        torch.testing.assert_close(row["dw"], row["actual_dw"], rtol=1e-12, atol=1e-15)
+
+
+@pytest.mark.parametrize("length", [STEPS, 2, 1], ids=["whole-run", "window-2", "window-1"])
+def test_credits_are_the_momentum_unrolled_by_hand(problem, length) -> None:
+    trace = run(problem, length)
+    for t, row in enumerate(trace):
+        n_t = row["count"]
+        u = target_grad(problem, row["w"]) * row["p"]  # P_t ∇ℓ_k
+        v = 0.5 * torch.einsum("kij,j->ki", problem["A"], row["dw"]) * row["p"]  # ½ P_t H_k Δw_t
+        credited = {c.step: c for c in row["credit"].slots}
+        # the open batches: those at most length − 1 steps old
+        assert sorted(credited) == list(range(max(0, t - length + 1), t + 1))
+        for s, c in credited.items():
+            weight = LR * (1 - BETA1) * BETA1 ** (t - s) / (1 - BETA1**n_t) / B
+            torch.testing.assert_close(c.first, weight * problem["c"][s] @ u.T, rtol=1e-12, atol=1e-15)
+            torch.testing.assert_close(c.second, weight * problem["c"][s] @ v.T, rtol=1e-12, atol=1e-15)
+        # nobody's: the decay, the warm-up's momentum decayed to n_t, the batches beyond the window
+        un = row["credit"].unattributed
+        decay = LR * WD * (target_grad(problem, row["w"]) @ row["w"] + torch.einsum("kij,j,i->k", 0.5 * problem["A"], row["dw"], row["w"]))
+        torch.testing.assert_close(un.decay, decay, rtol=1e-12, atol=1e-15)
+        m_warm = sum((1 - BETA1) * BETA1 ** (WARM - 1 - i) * g for i, g in enumerate(problem["warm"]))
+        m_carried = BETA1 ** (t + 1) * m_warm
+        m_beyond = sum(((1 - BETA1) * BETA1 ** (t - s) * problem["c"][s].mean(0) for s in range(0, t - length + 1)),
+                       torch.zeros(D, dtype=torch.float64))
+        scale = LR / (1 - BETA1**n_t)
+        torch.testing.assert_close(un.carried, scale * ((u + v) @ m_carried), rtol=1e-12, atol=1e-15)
+        torch.testing.assert_close(un.beyond, scale * ((u + v) @ m_beyond), rtol=1e-11, atol=1e-15)
+
+
+@pytest.mark.parametrize("length", [STEPS, 2], ids=["whole-run", "window-2"])
+def test_on_a_quadratic_target_the_ledger_has_no_residual(problem, length) -> None:
+    """first + second order of a quadratic is its exact change: every part accounted for."""
+    for row in run(problem, length):
+        c = row["credit"]
+        credited = sum((s.first + s.second).sum(0) for s in c.slots)
+        torch.testing.assert_close(credited + c.unattributed.total, row["change"], rtol=1e-10, atol=1e-14)
+        assert float(c.unattributed.decay.abs().min()) > 0 and float(c.unattributed.carried.abs().min()) > 0
+
+
+def test_order_one_credits_the_first_order_change(problem) -> None:
+    for row in run(problem, STEPS, order=1):
+        c = row["credit"]
+        credited = sum(s.first.sum(0) for s in c.slots)
+        first_order = -(target_grad(problem, row["w"]) @ row["dw"])  # −⟨∇ℓ_k, Δw_t⟩
+        torch.testing.assert_close(credited + c.unattributed.total, first_order, rtol=1e-10, atol=1e-14)
+        assert all(float(s.second.abs().max()) == 0 for s in c.slots)
+
+
+def test_the_window_keeps_a_batch_until_its_weight_is_negligible() -> None:
+    assert window_length(0.9) == 88 and 0.9**88 <= 1e-4 < 0.9**87
+    assert window_length(0.9, dropped=1e-2) == 44
+    assert window_length(0.0) == 1
+
+
+def test_the_window_survives_a_checkpoint(problem) -> None:
+    trace_window = CreditWindow(BETA1, 2, torch.ones(D, dtype=torch.float64), 3)
+    trace_window.open(Slot(0, 4, torch.arange(B), B, problem["c"][0].clone(), problem["c"][0].sum(0)))
+    again = CreditWindow.from_state(trace_window.state())
+    assert again.state().keys() == trace_window.state().keys()
+    torch.testing.assert_close(again.slots[0].grads, trace_window.slots[0].grads)
+    assert again.length == 2 and again.carried_count == 3
