@@ -45,8 +45,10 @@ def train_command(
     epochs: float = typer.Option(None, "--epochs", help="Passes over the training data (instead of --steps)."),
     batch_size: int = typer.Option(DEFAULT.batch_size, "--batch-size", help="Training images per step."),
     lr: float = typer.Option(DEFAULT.lr, "--lr", help="Learning rate."),
-    optimizer: str = typer.Option(DEFAULT.optimizer, "--optimizer", help="sgd (values exact) or adamw (preconditioned values)."),
-    weight_decay: float = typer.Option(DEFAULT.weight_decay, "--weight-decay", help="Weight decay (not attributed to any image)."),
+    optimizer: str = typer.Option(DEFAULT.optimizer, "--optimizer", help="sgd or adamw."),
+    weight_decay: float = typer.Option(DEFAULT.weight_decay, "--weight-decay", help="Weight decay (its effect is reported as unattributed, never paid to an image)."),
+    credit: str = typer.Option(DEFAULT.credit, "--credit", help="applied: credit the update the optimizer applies (AdamW's momentum spread over the batches in it); own-step: each batch's preconditioned gradient at its own step. Same for plain SGD."),
+    credit_window: int = typer.Option(None, "--credit-window", metavar="STEPS", help="With --credit applied: steps a batch stays credited through momentum (default: until β1^STEPS ≤ 1e-4, 88 for AdamW's 0.9); older momentum is reported as unattributed.", show_default=False),
     order: int = typer.Option(DEFAULT.order, "--order", help="1: first-order values; 2: adds the curvature term."),
     timestep_draws: int = typer.Option(DEFAULT.timestep_draws, "--timestep-draws", help="Fixed (timestep, noise) draws per target image (M)."),
     target_max_timestep: int = typer.Option(DEFAULT.target_max_timestep, "--target-max-timestep", help="Target draws use timesteps below this (low noise is more faithful)."),
@@ -78,7 +80,7 @@ def train_command(
         gradient_accumulation_steps=gradient_accumulation_steps, mixed_precision=mixed_precision_of(mixed_precision),
         device=device, allow_duplicates=allow_duplicates, caption_column=caption_column,
         allow_empty_captions=allow_empty_captions, lora_rank=lora_rank, lora_alpha=lora_alpha,
-        lora_targets=tuple(lora_targets) or None,
+        lora_targets=tuple(lora_targets) or None, credit=credit, credit_window=credit_window,
     )
     # torch and diffusers load here, not at start-up: other commands stay fast
     from royalty.attribution.training.device import resolve_device, use_device

@@ -25,7 +25,7 @@ from royalty.attribution.contract.attribution_folder import MANIFEST, NAME_PATTE
 from royalty.attribution.data.folders import inputs_manifest, load_targets
 from royalty.attribution.after.recorded import open_recorded, reference_values
 from royalty.attribution.training.trajectory import ProgressFn
-from royalty.attribution.training.values_table import values_frame
+from royalty.attribution.training.values_table import steps_frame, values_frame
 from royalty.errors import OutputError, UsageError
 
 MODES = ("replay", "checkpoints")
@@ -114,7 +114,7 @@ def _write(out: Path, frame: pd.DataFrame, log: list[dict[str, float]], doc: dic
     outputs = {run_folder.VALUES: sha256_file(tmp / run_folder.VALUES)}
     if log:
         with atomic_path(tmp / run_folder.STEPS) as path:
-            pd.DataFrame(log, columns=list(run_folder.STEP_COLUMNS)).astype({"step": "int64"}).to_parquet(path, index=False)
+            steps_frame(log).to_parquet(path, index=False)
         outputs[run_folder.STEPS] = sha256_file(tmp / run_folder.STEPS)
     write_text(tmp / MANIFEST, json.dumps({**doc, "outputs": outputs}, indent=2, sort_keys=True) + "\n")
     shutil.rmtree(out, ignore_errors=True)

@@ -30,6 +30,8 @@ VALUE_COLUMNS = (
     "value_second_order",
 )
 SPECIFIC_COLUMN = "value_specific"
+# steps.parquet, the ledger (docs/design.md §1.6): per step, before − after =
+# value_sum + unattributed + residual, with unattributed = decay + carried + beyond
 STEP_COLUMNS = (
     "step",
     "lr",
@@ -37,6 +39,11 @@ STEP_COLUMNS = (
     "target_loss_before",
     "target_loss_after",
     "value_sum",
+    "unattributed",
+    "unattributed_decay",
+    "unattributed_carried",
+    "unattributed_beyond",
+    "residual",
 )
 
 

@@ -65,6 +65,7 @@ class Slot:
 @dataclass(frozen=True)
 class SlotCredit:
     step: int  # the step whose batch is credited
+    rows: torch.Tensor  # that batch's training-row indices
     first: torch.Tensor  # [B_local, K] float64
     second: torch.Tensor  # [B_local, K] float64
 
@@ -120,7 +121,7 @@ class CreditWindow:
             grads = slot.grads
             first = (grads @ u.to(grads.dtype).T).to(torch.float64) * coef
             second = torch.zeros_like(first) if v is None else (grads @ v.to(grads.dtype).T).to(torch.float64) * coef
-            slots.append(SlotCredit(slot.step, first, second))
+            slots.append(SlotCredit(slot.step, slot.rows, first, second))
         unattributed = Unattributed(
             decay=self._decay(step, target_grads, target_hvps),
             carried=self._momentum(step, self.carried * b1 ** (n - self.carried_count), u, v),

@@ -24,7 +24,14 @@ _LATER_DEFAULTS = {
     "gradient_accumulation_steps": 1, "mixed_precision": "no", "device": "cpu", "train_max_timestep": None,
     "allow_duplicates": False, "caption_column": None, "allow_empty_captions": False,
     "lora_rank": None, "lora_alpha": None, "lora_targets": None,
+    # runs recorded before the applied-update credit existed credited each batch at its own step
+    "credit": "own-step", "credit_window": None,
 }
+# How a step's update is credited (docs/design.md §1.6): `applied` splits the update the
+# optimizer applies (momentum, bias correction) over the batches whose gradients are in it;
+# `own-step` credits each batch's preconditioned gradient at the step that computed it.
+# The two agree for plain SGD, which keeps its own-step computation either way.
+CREDITS = ("applied", "own-step")
 # diffusers' text-to-image LoRA script adapts the attention projections
 DEFAULT_LORA_TARGETS = ("to_k", "to_q", "to_v", "to_out.0")
 # a text-to-image pipeline is fine-tuned through LoRA of this rank unless told otherwise
@@ -105,6 +112,9 @@ class TrainConfig:
     lora_rank: int | None = None
     lora_alpha: float | None = None
     lora_targets: tuple[str, ...] | None = None
+    credit: str = "applied"
+    # steps a batch stays credited under momentum (None: until β1^steps ≤ 1e-4, 88 at β1 = 0.9)
+    credit_window: int | None = None
 
     def __post_init__(self) -> None:
         if self.steps is not None and self.epochs is not None:
@@ -144,8 +154,21 @@ class TrainConfig:
             raise UsageError(f"--lora-rank must be 0 (train the whole model) or positive, got {self.lora_rank}")
         if self.lora_alpha is not None and not self.lora_alpha > 0:
             raise UsageError(f"--lora-alpha must be positive, got {self.lora_alpha}")
+        if self.credit not in CREDITS:
+            raise UsageError(f"--credit must be one of {', '.join(CREDITS)}, got {self.credit!r}")
+        if self.credit_window is not None and self.credit_window < 1:
+            raise UsageError(f"--credit-window must be at least 1, got {self.credit_window}")
         if self.lora_targets is not None and not self.lora_targets:
             raise UsageError("--lora-targets needs at least one module name")
+
+    @property
+    def applied_credit(self) -> bool:
+        """Whether the valued steps credit the applied update (window.py) rather than own-step dots.
+
+        Plain SGD (no weight decay) applies exactly each batch's own gradient: its own-step
+        values are the applied update's, and keep their own, cheaper computation.
+        """
+        return self.credit == "applied" and (self.optimizer == "adamw" or self.weight_decay > 0)
 
     @property
     def step_batch_size(self) -> int:
@@ -169,6 +192,7 @@ class TrainConfig:
         if unknown:
             raise DataError(f"run.json config has unknown keys {', '.join(unknown)}: written by another royalty version?")
         values = dict(doc)
+        values.setdefault("credit", _LATER_DEFAULTS["credit"])  # recorded before there was a choice
         for key in ("data", "targets", "out"):
             values[key] = Path(values[key])
         if values.get("model") is not None:

@@ -38,10 +38,11 @@ from royalty.attribution.model.diffusion import PixelDiffusion, build_default_un
 from royalty.attribution.model.task import Inputs, Task
 from royalty.attribution.model.text_to_image import is_text_to_image
 from royalty.attribution.engine.step import EngineConfig, ValueEngine, plan_model
+from royalty.attribution.engine.window import CreditWindow
 from royalty.attribution.training.optim import optimization
 from royalty.attribution.training.out_folder import check_out, forget_unsaved, start
 from royalty.attribution.training.targets import TargetPlan
-from royalty.attribution.training.values_table import values_frame
+from royalty.attribution.training.values_table import steps_frame, values_frame
 from royalty.attribution.training.trajectory import ProgressFn, Parallel, Tally, Valued, valued_steps, warm_up, weights_sha256
 from royalty.errors import TrainingError, UsageError
 
@@ -206,6 +207,8 @@ def _train_and_write(prep: Prepared, resume: bool, progress: ProgressFn | None, 
             "step": step, "model": unet.state_dict(), "optimizer": optimizer.state_dict(),
             "first": tally.first, "second": tally.second, "log": tally.log, "cpu_threads": cpu_threads(),
         }
+        if tally.window is not None:  # the batches still being credited through momentum
+            state["window"] = tally.window.state()
         if dist.active:  # one-process checkpoints stay as they were
             state["world_size"] = dist.world
         checkpoint.save(out, step, state)
@@ -217,7 +220,8 @@ def _train_and_write(prep: Prepared, resume: bool, progress: ProgressFn | None, 
         use_cpu_threads(state.get("cpu_threads"))  # the interrupted run's arithmetic
         unet.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
-        tally = Tally(state["first"], state["second"], state["log"])
+        window = CreditWindow.from_state(state["window"]) if state.get("window") is not None else None
+        tally = Tally(state["first"], state["second"], state["log"], window)
         start_step = state["step"]
     else:
         warm_up(cfg, task, optimizer, images, progress, cfg.warmup_steps + total, par)
@@ -279,7 +283,7 @@ def _write_outputs(prep: Prepared, tally: Tally, seconds: float, dist: Dist = Di
     tmp_model.rename(out / run_folder.MODEL_DIR)
 
     with atomic_path(out / run_folder.STEPS) as tmp:
-        pd.DataFrame(log, columns=list(run_folder.STEP_COLUMNS)).astype({"step": "int64"}).to_parquet(tmp, index=False)
+        steps_frame(log).to_parquet(tmp, index=False)
     if cfg.values:
         with atomic_path(out / run_folder.VALUES) as tmp:
             _values(prep, first, second).to_parquet(tmp, index=False)

@@ -22,6 +22,8 @@ from royalty.attribution.training.distributed import Dist, gather_rows, gather_s
 from royalty.attribution.training.draws import batch_indices, noise_draws
 from royalty.attribution.engine.hvp import TargetSide
 from royalty.attribution.engine.step import Update, ValueEngine
+from royalty.attribution.engine.window import CreditWindow
+from royalty.attribution.training.applied import applied_step, new_window
 from royalty.attribution.training.targets import TargetPlan, TargetRows, column_means
 from royalty.errors import TrainingError
 
@@ -31,11 +33,13 @@ StepHook = Callable[[int], None]  # called after step t's update with t + 1
 
 @dataclass
 class Tally:
-    """The run's values so far: [n_train, n_columns] sums, and one log row per step."""
+    """The run's values so far: [n_train, n_columns] sums, one log row per step, and (when
+    the applied update is credited) the batches still being credited."""
 
     first: torch.Tensor
     second: torch.Tensor
     log: list[dict[str, float]] = field(default_factory=list)
+    window: CreditWindow | None = None
 
     @classmethod
     def zeros(cls, n_train: int, n_columns: int) -> "Tally":
@@ -211,41 +215,56 @@ def valued_steps(
         optimizer.zero_grad(set_to_none=True)
         if engine is None:
             loss = plain_step(task, optimizer, batch, f"step {step}", par)
-            tally.log.append(log_row(step, cfg.lr, loss, float("nan"), float("nan"), float("nan")))
+            tally.log.append(log_row(step, cfg.lr, loss, float("nan"), float("nan"), float("nan"), None))
         else:
             rows = plan.rows(step).to(valued.images.device)
             mine, gather = par.target_share(rows)
-            sv = engine.step(
-                _micro_losses(task, batch, par),
-                TargetSide(lambda sel: task.losses(mine.select(sel)), mine.slot, len(mine.columns), gather),
-                Update(cfg.lr, valued.precondition, rows=len(idx)),
-                finish_grads=None if par.trivial else lambda: par.finish_grads(optimizer),
-            )
-            if not par.trivial:  # every process's rows, in the batch's order, everywhere
-                sv = dataclasses.replace(
-                    sv,
-                    first=par.in_step_order(sv.first),
-                    second=par.in_step_order(sv.second),
-                    train_loss=float(par.in_step_order(sv.row_losses.float()).mean()),
-                )
-            # the tally and the log live on the CPU, whatever the device
-            sv = dataclasses.replace(sv, first=sv.first.cpu(), second=sv.second.cpu(), target_losses=sv.target_losses.cpu())
-            check_finite(sv.train_loss, f"step {step}")
-            if not bool(torch.isfinite(sv.total).all()):
-                raise TrainingError(f"non-finite values at step {step}: lower --lr (now {cfg.lr})")
-            optimizer.step()
+            targets = TargetSide(lambda sel: task.losses(mine.select(sel)), mine.slot, len(mine.columns), gather)
+            finish = None if par.trivial else lambda: par.finish_grads(optimizer)
             scale = rows.scale.unsqueeze(0)
-            tally.add(idx, rows.columns, sv.first * scale, sv.second * scale)
+            if cfg.applied_credit:
+                if tally.window is None:  # the valued phase starts: what momentum it inherits
+                    tally.window = new_window(cfg, optimizer, engine.params)
+                out = applied_step(cfg, optimizer, engine, tally.window, step, (idx, _micro_losses(task, batch, par)),
+                                   targets, finish, par.in_step_order)
+                train_loss = out.train_loss if par.trivial else float(par.in_step_order(out.row_losses.float()).mean())
+                check_finite(train_loss, f"step {step}")
+                for credited_rows, first, second in out.credits:
+                    if not bool(torch.isfinite(first + second).all()):
+                        raise TrainingError(f"non-finite values at step {step}: lower --lr (now {cfg.lr})")
+                    tally.add(credited_rows, rows.columns, first * scale, second * scale)
+                target_losses, credited, unattributed = out.target_losses, out.credited, out.unattributed
+            else:
+                sv = engine.step(_micro_losses(task, batch, par), targets, Update(cfg.lr, valued.precondition, rows=len(idx)), finish_grads=finish)
+                if not par.trivial:  # every process's rows, in the batch's order, everywhere
+                    sv = dataclasses.replace(
+                        sv,
+                        first=par.in_step_order(sv.first),
+                        second=par.in_step_order(sv.second),
+                        train_loss=float(par.in_step_order(sv.row_losses.float()).mean()),
+                    )
+                # the tally and the log live on the CPU, whatever the device
+                sv = dataclasses.replace(sv, first=sv.first.cpu(), second=sv.second.cpu(), target_losses=sv.target_losses.cpu())
+                check_finite(sv.train_loss, f"step {step}")
+                if not bool(torch.isfinite(sv.total).all()):
+                    raise TrainingError(f"non-finite values at step {step}: lower --lr (now {cfg.lr})")
+                optimizer.step()
+                tally.add(idx, rows.columns, sv.first * scale, sv.second * scale)
+                train_loss, target_losses, credited, unattributed = sv.train_loss, sv.target_losses, sv.total.sum(0), None
             real = rows.columns < plan.n_targets
-            before = float(sv.target_losses[real].mean())
+            before = float(target_losses[real].mean())
             # exact draws are the same rows every step: the loss after step t is the loss
             # before step t+1, measured anyway; other estimators need one more forward
             if plan.estimator == "exact" and tally.log and step > 0:
                 tally.log[-1]["target_loss_after"] = before
             last = step + 1 == stop
             after = target_loss_after(task, rows, real) if plan.estimator != "exact" or last else float("nan")
-            value_sum = float(sv.total.sum(0)[real].mean())
-            tally.log.append(log_row(step, cfg.lr, sv.train_loss, before, after, value_sum))
+            parts = None
+            if unattributed is not None:
+                parts = {k: float(getattr(unattributed, k)[real].mean()) for k in UNATTRIBUTED_PARTS}
+            elif cfg.optimizer == "sgd" and cfg.weight_decay == 0:
+                parts = dict.fromkeys(UNATTRIBUTED_PARTS, 0.0)  # plain SGD applies exactly what it credits
+            tally.log.append(log_row(step, cfg.lr, train_loss, before, after, float(credited[real].mean()), parts))
         if after_step is not None:
             after_step(step + 1)
 
@@ -272,5 +291,15 @@ def target_loss_after(task: Task, rows: TargetRows, real: torch.Tensor) -> float
     return float(per.cpu()[real].mean())
 
 
-def log_row(step: int, lr: float, train_loss: float, before: float, after: float, value_sum: float) -> dict[str, float]:
-    return {"step": step, "lr": lr, "train_loss": train_loss, "target_loss_before": before, "target_loss_after": after, "value_sum": value_sum}
+# the parts of a step's change that no valued image is credited with (engine/window.py)
+UNATTRIBUTED_PARTS = ("decay", "carried", "beyond")
+
+
+def log_row(
+    step: int, lr: float, train_loss: float, before: float, after: float, value_sum: float, unattributed: dict[str, float] | None
+) -> dict[str, float]:
+    """A step's row of steps.parquet. `unattributed` None: not computed (own-step AdamW
+    credit, --no-values), NaN in the ledger rather than a made-up 0."""
+    row = {"step": step, "lr": lr, "train_loss": train_loss, "target_loss_before": before, "target_loss_after": after, "value_sum": value_sum}
+    row.update({f"unattributed_{k}": (unattributed or {}).get(k, float("nan")) for k in UNATTRIBUTED_PARTS})
+    return row

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from royalty.attribution.contract.run_folder import SPECIFIC_COLUMN
+from royalty.attribution.contract.run_folder import SPECIFIC_COLUMN, STEP_COLUMNS
 
 
 def values_frame(
@@ -33,3 +33,17 @@ def values_frame(
     if reference is not None:
         frame[SPECIFIC_COLUMN] = (total - reference.reshape(n, 1)).reshape(-1).numpy()
     return frame
+
+
+def steps_frame(log: Sequence[dict[str, float]]) -> pd.DataFrame:
+    """steps.parquet from the step log: the unattributed parts summed, the residual what is left.
+
+    residual = (before − after) − value_sum − unattributed, so the ledger adds up row by
+    row by construction; what it measures is how much no term explains (higher orders,
+    the float32 arithmetic of the step itself).
+    """
+    frame = pd.DataFrame(list(log), columns=[c for c in STEP_COLUMNS if c not in ("unattributed", "residual")])
+    frame["unattributed"] = frame["unattributed_decay"] + frame["unattributed_carried"] + frame["unattributed_beyond"]
+    change = frame["target_loss_before"] - frame["target_loss_after"]
+    frame["residual"] = change - frame["value_sum"] - frame["unattributed"]
+    return frame[list(STEP_COLUMNS)].astype({"step": "int64"})

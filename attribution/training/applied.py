@@ -1,0 +1,108 @@
+"""A valued step that credits the update the optimizer applies (docs/design.md §1.6).
+
+The engine's passes give every training row's gradient and every target's; the credit
+window (attribution/engine/window.py) keeps the batches whose gradients are still in
+AdamW's momentum and splits the step's update over them. The rows credited at step t
+belong to earlier steps' batches: they are added into the tally under their own rows.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from royalty.attribution.engine.collect import collect
+from royalty.attribution.engine.hvp import TargetSide
+from royalty.attribution.engine.step import ValueEngine
+from royalty.attribution.engine.window import AppliedUpdate, CreditWindow, Slot, Unattributed, window_length
+from royalty.attribution.training.config import TrainConfig
+from royalty.attribution.training.optim import AdamStep, adamw_step, first_moment
+
+
+def flat(tensors: Mapping[str, torch.Tensor], names: list[str]) -> torch.Tensor:
+    return torch.cat([tensors[n].reshape(-1) for n in names])
+
+
+def new_window(cfg: TrainConfig, optimizer: torch.optim.Optimizer, params: Mapping[str, nn.Parameter]) -> CreditWindow:
+    """The window at the start of the valued phase: AdamW's momentum so far is carried in."""
+    names = list(params)
+    if cfg.optimizer == "adamw":
+        beta1 = float(optimizer.param_groups[0]["betas"][0])
+        m0, n0 = first_moment(optimizer, params)
+        carried = flat(m0, names)
+    else:  # SGD with weight decay: no momentum, each batch applied once, at its own step
+        beta1, n0 = 0.0, 0
+        carried = torch.zeros(sum(p.numel() for p in params.values()), dtype=torch.float64, device=next(iter(params.values())).device)
+    length = cfg.credit_window if cfg.credit_window is not None else window_length(beta1)
+    return CreditWindow(beta1, length, carried, n0)
+
+
+def sgd_step(cfg: TrainConfig, params: Mapping[str, nn.Parameter], count: int) -> AdamStep:
+    """SGD with weight decay as an applied update: P = 1, Δw = −η (g + λ w)."""
+    precond = {n: torch.ones_like(p, dtype=torch.float64) for n, p in params.items()}
+    update = {n: -cfg.lr * (p.grad.to(torch.float64) + cfg.weight_decay * p.detach().to(torch.float64)) for n, p in params.items()}
+    return AdamStep(cfg.lr, cfg.weight_decay, 0.0, count, precond, update)
+
+
+@dataclass(frozen=True)
+class AppliedOutcome:
+    train_loss: float  # the mean training loss of this call's last micro-batch (as the engine reports it)
+    row_losses: torch.Tensor  # [B_local] this process's rows' losses
+    target_losses: torch.Tensor  # [K] at w_t, on the CPU
+    # per credited batch: (its training-row indices, first [B, K], second [B, K]), every
+    # process's rows in step order, on the CPU
+    credits: tuple[tuple[torch.Tensor, torch.Tensor, torch.Tensor], ...]
+    unattributed: Unattributed  # [K] each part, on the CPU
+
+    @property
+    def credited(self) -> torch.Tensor:
+        """[K]: Σ of the values credited at this step, first and second order."""
+        return sum(((f + s).sum(0) for _, f, s in self.credits), torch.zeros_like(self.target_losses))
+
+
+def applied_step(
+    cfg: TrainConfig,
+    optimizer: torch.optim.Optimizer,
+    engine: ValueEngine,
+    window: CreditWindow,
+    step: int,
+    batch: tuple[torch.Tensor, Callable | list[Callable]],
+    targets: TargetSide,
+    finish_grads: Callable[[], None] | None,
+    in_step_order: Callable[[torch.Tensor], torch.Tensor],
+) -> AppliedOutcome:
+    """Backward, credit the update about to be applied, and apply it (`optimizer.step()`).
+
+    `batch`: (the step's training-row indices, the engine's loss function(s)).
+    """
+    idx, losses = batch
+    params = engine.params
+    names = list(params)
+    terms: list[AdamStep] = []
+
+    def predicted() -> AdamStep:  # once the gradients are final (after finish_grads)
+        if not terms:
+            terms.append(adamw_step(optimizer, params) if cfg.optimizer == "adamw" else sgd_step(cfg, params, step + 1))
+        return terms[0]
+
+    def direction() -> dict[str, torch.Tensor]:
+        return {n: d.to(params[n].dtype) for n, d in predicted().update.items()}
+
+    got = collect(engine, losses, targets, direction if engine.config.order == 2 else None, finish_grads)
+    now = predicted()
+    # Σ over every process's rows of ∇ℓ(z): the all-reduced mean gradient × the step's rows
+    grad_sum = flat({n: p.grad for n, p in params.items()}, names).to(torch.float64) * len(idx)
+    window.open(Slot(step, now.count, idx.cpu(), len(idx), got.per_sample.detach(), grad_sum))
+    weights = flat({n: p.detach() for n, p in params.items()}, names).to(torch.float64)
+    applied = AppliedUpdate(now.lr, now.weight_decay, now.beta1, now.count, flat(now.precond, names), weights, flat(now.update, names))
+    credit = window.credit(applied, got.target_grads, got.target_hvps)
+    optimizer.step()
+    credits = tuple((c.rows, in_step_order(c.first).cpu(), in_step_order(c.second).cpu()) for c in credit.slots)
+    un = credit.unattributed
+    return AppliedOutcome(
+        got.train_loss, got.row_losses, got.target_losses.cpu(), credits,
+        Unattributed(un.decay.cpu(), un.carried.cpu(), un.beyond.cpu()),
+    )
