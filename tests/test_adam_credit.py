@@ -12,7 +12,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from royalty.attribution.engine.window import AppliedUpdate, CreditWindow, Slot, window_length
+from royalty.attribution.engine.window import AppliedUpdate, CreditWindow, Slot, applied_weights, window_length
 from royalty.attribution.training.optim import adamw_step, first_moment
 
 D, K, B, STEPS, WARM = 4, 2, 3, 6, 2
@@ -138,3 +138,16 @@ def test_the_window_survives_a_checkpoint(problem) -> None:
     assert again.state().keys() == trace_window.state().keys()
     torch.testing.assert_close(again.slots[0].grads, trace_window.slots[0].grads)
     assert again.length == 2 and again.carried_count == 3
+
+
+@pytest.mark.parametrize("length", [STEPS, 2])
+def test_applied_weights_are_the_window_coefficients_summed(problem, length) -> None:
+    """Σ_t c_{t,s}: each batch's credit with a target gradient that never changed."""
+    trace = run(problem, length, order=1)
+    weights = applied_weights(BETA1, trace[0]["count"], STEPS, length)
+    for s in range(STEPS):
+        total = sum(LR * (1 - BETA1) * BETA1 ** (t - s) / (1 - BETA1 ** row["count"]) for t, row in enumerate(trace)
+                    if s <= t < s + length)
+        assert float(weights[s]) * LR == pytest.approx(total, rel=1e-12)
+    if length == STEPS:  # early batches are applied more than once (bias correction), the last ones less
+        assert float(weights[0]) > 1 > float(weights[-1])

@@ -5,8 +5,11 @@ included). Step t's value is taken at the nearest earlier checkpoint c ≤ t ins
 at w_t: with the weights fixed over a window [c, c+k), the window's k batches become one
 engine call — the targets' forward and backward run once per window instead of once per
 step — and no warm-up is re-run. First order only, with the targets' exact fixed draws;
-for AdamW, P is taken from the checkpoint's optimizer state. `benchmarks/attribute.py`
-measures how far this lands from `--mode replay`.
+for AdamW, P is taken from the checkpoint's optimizer state. A run that credits the applied
+update (--credit applied) has each row's value scaled by how much of its batch's gradient
+the optimizer applied over the run (`applied_weights`: momentum, bias correction), as if
+the targets' gradient had stayed at the checkpoint's. `benchmarks/attribute.py` measures
+how far this lands from `--mode replay`.
 """
 
 from __future__ import annotations
@@ -19,7 +22,8 @@ from royalty.attribution.data.folders import ImageTable
 from royalty.attribution.model.task import Rows
 from royalty.attribution.engine.hvp import TargetSide
 from royalty.attribution.engine.step import EngineConfig, Update, ValueEngine
-from royalty.attribution.training.optim import optimization
+from royalty.attribution.engine.window import applied_weights, window_length
+from royalty.attribution.training.optim import first_moment, optimization
 from royalty.attribution.after.recorded import Recorded
 from royalty.attribution.after.replay import Attributed, target_plan
 from royalty.attribution.training.device import module_device, use_cpu_threads
@@ -66,12 +70,16 @@ def from_checkpoints(
     images = task.inputs(recorded.train)
     tally = Tally.zeros(len(recorded.train), plan.n_columns)
     total = windows[-1][1]
+    weights = torch.ones(total, dtype=torch.float64)
     for start, stop in windows:
         state = checkpoint.load(checkpoint.checkpoint_path(recorded.run_dir, start))
         unet.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
+        if start == 0 and cfg.applied_credit:
+            weights = _applied_weights(cfg, optimizer, engine, total)
         batches = [train_batch(cfg, s, images, task.num_train_timesteps) for s in range(start, stop)]
         idx = torch.cat([i for i, _ in batches])
+        step_of = torch.cat([torch.full((len(i),), s) for s, (i, _) in zip(range(start, stop), batches)])
         batch = Rows.cat([b for _, b in batches])
         for lo in range(0, len(idx), max_rows):
             part = slice(lo, lo + max_rows)
@@ -84,8 +92,18 @@ def from_checkpoints(
             )
             if not bool(torch.isfinite(sv.first).all()):
                 raise DataError(f"non-finite values from the checkpoint at step {start}")
-            first = sv.first.cpu()
+            first = sv.first.cpu() * weights[step_of[part]].unsqueeze(1)
             tally.add(idx[part], rows.columns, first, torch.zeros_like(first))
         if progress is not None:
             progress(stop, total, float("nan"))
     return Attributed(tally.first, tally.second, [], None)
+
+
+def _applied_weights(cfg, optimizer: torch.optim.Optimizer, engine: ValueEngine, total: int) -> torch.Tensor:
+    """Each valued step's applied weight, from the optimizer state the valued phase started with."""
+    if cfg.optimizer != "adamw":  # SGD with decay: each batch applied once, at its own step
+        return torch.ones(total, dtype=torch.float64)
+    beta1 = float(optimizer.param_groups[0]["betas"][0])
+    _, count = first_moment(optimizer, engine.params)
+    length = cfg.credit_window if cfg.credit_window is not None else window_length(beta1)
+    return applied_weights(beta1, count + 1, total, length)

@@ -37,6 +37,18 @@ def window_length(beta1: float, dropped: float = 1e-4) -> int:
     return max(1, math.ceil(math.log(dropped) / math.log(beta1)))
 
 
+def applied_weights(beta1: float, first_count: int, steps: int, length: int) -> torch.Tensor:
+    """[steps] float64: Σ_t c_{t,s} for each valued step s — how many times over its batch's
+    gradient is applied in the run, momentum and bias correction included, within `length`
+    steps of s and before the run ends. `first_count`: the optimizer's count at step 0."""
+    out = torch.zeros(steps, dtype=torch.float64)
+    for s in range(steps):
+        for t in range(s, min(steps, s + length)):
+            n_t = first_count + t
+            out[s] += (1.0 - beta1) * beta1 ** (t - s) / (1.0 - beta1**n_t)
+    return out
+
+
 @dataclass(frozen=True)
 class AppliedUpdate:
     """One AdamW step as the optimizer is about to apply it, flattened over the trainable parameters."""
