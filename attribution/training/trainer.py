@@ -42,7 +42,7 @@ from royalty.attribution.engine.window import CreditWindow
 from royalty.attribution.training.optim import optimization
 from royalty.attribution.training.out_folder import check_out, forget_unsaved, start
 from royalty.attribution.training.targets import TargetPlan
-from royalty.attribution.training.values_table import steps_frame, values_frame
+from royalty.attribution.training.values_table import ledger_totals, steps_frame, values_frame
 from royalty.attribution.training.trajectory import ProgressFn, Parallel, Tally, Valued, valued_steps, warm_up, weights_sha256
 from royalty.errors import TrainingError, UsageError
 
@@ -282,8 +282,9 @@ def _write_outputs(prep: Prepared, tally: Tally, seconds: float, dist: Dist = Di
     shutil.rmtree(out / run_folder.MODEL_DIR, ignore_errors=True)
     tmp_model.rename(out / run_folder.MODEL_DIR)
 
+    steps = steps_frame(log)
     with atomic_path(out / run_folder.STEPS) as tmp:
-        steps_frame(log).to_parquet(tmp, index=False)
+        steps.to_parquet(tmp, index=False)
     if cfg.values:
         with atomic_path(out / run_folder.VALUES) as tmp:
             _values(prep, first, second).to_parquet(tmp, index=False)
@@ -323,6 +324,8 @@ def _write_outputs(prep: Prepared, tally: Tally, seconds: float, dist: Dist = Di
         "checkpoints": {f"{c.name}": sha256_file(c) for c in checkpoint.paths(out)},
         "seconds": round(seconds, 3),
     }
+    if cfg.values:
+        manifest["ledger"] = ledger_totals(steps, cfg, tally.window)
     run_folder.write_manifest(out, manifest)
     return {
         "format_version": run_folder.FORMAT_VERSION,

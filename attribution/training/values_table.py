@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 import torch
 
 from royalty.attribution.contract.run_folder import SPECIFIC_COLUMN, STEP_COLUMNS
+
+if TYPE_CHECKING:
+    from royalty.attribution.engine.window import CreditWindow
+    from royalty.attribution.training.config import TrainConfig
 
 
 def values_frame(
@@ -47,3 +52,26 @@ def steps_frame(log: Sequence[dict[str, float]]) -> pd.DataFrame:
     change = frame["target_loss_before"] - frame["target_loss_after"]
     frame["residual"] = change - frame["value_sum"] - frame["unattributed"]
     return frame[list(STEP_COLUMNS)].astype({"step": "int64"})
+
+
+def ledger_totals(steps: pd.DataFrame, cfg: "TrainConfig", window: "CreditWindow | None") -> dict[str, object]:
+    """run.json's `ledger`: the run's totals of steps.parquet and how the values were credited."""
+    change = steps["target_loss_before"] - steps["target_loss_after"]
+
+    def total(column: pd.Series) -> float | None:
+        return None if column.isna().any() else float(column.sum())
+
+    credit = "applied" if cfg.applied_credit else "own-step"
+    return {
+        "credit": credit,
+        # own-step credit under AdamW computes no unattributed terms (NaN in steps.parquet)
+        "exact": credit == "applied" or (cfg.optimizer == "sgd" and cfg.weight_decay == 0),
+        "window_steps": window.length if window is not None else None,
+        "measured_change": total(change),
+        "value_sum": total(steps["value_sum"]),
+        "unattributed": total(steps["unattributed"]),
+        "unattributed_decay": total(steps["unattributed_decay"]),
+        "unattributed_carried": total(steps["unattributed_carried"]),
+        "unattributed_beyond": total(steps["unattributed_beyond"]),
+        "residual": total(steps["residual"]),
+    }
