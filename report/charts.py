@@ -54,6 +54,8 @@ def efficiency_png(eff: Efficiency) -> bytes:
     if eff.n_measured:
         m = eff.measured
         per_step.plot(eff.steps[m], eff.actual[m], color=ACTUAL_COLOUR, linewidth=1.6, marker="o", markersize=2.5, label="target-loss change (before − after)")
+        if eff.unattributed is not None:
+            per_step.plot(eff.steps[m], eff.unattributed[m], color=MUTED, linewidth=1.2, linestyle="--", label="unattributed")
     per_step.set_title("per step", color=INK, fontsize=11, loc="left")
     per_step.set_xlabel("step", color=INK, fontsize=9)
     per_step.set_ylabel("target-loss units", color=INK, fontsize=9)
@@ -64,6 +66,9 @@ def efficiency_png(eff: Efficiency) -> bytes:
         steps, cum_value, cum_actual = eff.cumulative()
         cumulative.plot(steps, cum_value, color=VALUE_COLOUR, linewidth=2, label="Σ values, running total")
         cumulative.plot(steps, cum_actual, color=ACTUAL_COLOUR, linewidth=2, label="loss change, running total")
+        if eff.unattributed is not None:
+            cum_both = cum_value + np.cumsum(eff.unattributed[eff.measured])
+            cumulative.plot(steps, cum_both, color=VALUE_COLOUR, linewidth=1.2, linestyle="--", label="Σ values + unattributed")
         cumulative.legend(fontsize=8, frameon=False)
     else:
         cumulative.text(0.5, 0.5, "target loss not measured per step", ha="center", va="center", color=MUTED, transform=cumulative.transAxes)

@@ -182,18 +182,40 @@ def _efficiency(page: Page) -> str:
     r = eff.correlation
     facts = [
         ("steps measured", f"{eff.n_measured} of {len(eff.steps)}"),
-        ("Σ values", fmt_value(eff.total_value) if eff.n_measured else "—"),
         ("Σ target-loss change", fmt_value(eff.total_actual) if eff.n_measured else "—"),
-        ("ratio", f"{ratio:.3f}" if ratio is not None else "—"),
-        ("per-step correlation r", f"{r:.3f}" if r is not None else "—"),
+        ("Σ values", fmt_value(eff.total_value) if eff.n_measured else "—"),
     ]
+    if eff.unattributed is not None and eff.n_measured:
+        residual = eff.total_residual or 0.0
+        share = abs(residual) / abs(eff.total_actual) if eff.total_actual else None
+        r2 = eff.accounted_correlation
+        facts += [
+            ("Σ unattributed", fmt_value(eff.total_unattributed or 0.0)),
+            ("Σ residual", fmt_value(residual) + (f" ({100 * share:.1f} % of the change)" if share is not None else "")),
+            ("per-step r, values + unattributed", f"{r2:.3f}" if r2 is not None else "—"),
+        ]
+    else:
+        facts += [("ratio", f"{ratio:.3f}" if ratio is not None else "—")]
+    facts += [("per-step correlation r", f"{r:.3f}" if r is not None else "—")]
     cells = "".join(f"<div><dt>{escape(k)}</dt><dd>{escape(v)}</dd></div>" for k, v in facts)
     plot = f'<figure class="wide"><img src="{page.plots["efficiency"]}" alt="Efficiency trace"></figure>' if "efficiency" in page.plots else ""
+    if eff.unattributed is not None:
+        lead = (
+            "Every step's fall of the targets' loss (before − after) is split three ways: the values paid to "
+            "training images for that step (Σ values), what moved the loss that no image is paid for "
+            "(unattributed: weight decay, momentum carried in from before the valued phase or from beyond the "
+            "credit window), and the residual no term explains (higher orders of the step). The three add up "
+            f"exactly in every step. Measured on {escape(page.efficiency_of)}."
+        )
+    else:
+        lead = (
+            "At every step the values of the batch (summed, averaged over targets) should match how much "
+            "the targets' loss actually fell (before − after). A gap is what no training image accounts for: "
+            f"curvature, and with AdamW weight decay and momentum. Measured on {escape(page.efficiency_of)}."
+        )
     return (
         '<section class="card"><h2>Efficiency: do the values account for what the model learned?</h2>'
-        '<p class="lead">At every step the values of the batch (summed, averaged over targets) should match how much '
-        "the targets' loss actually fell (before − after). A gap is what no training image accounts for: "
-        f"curvature, and with AdamW weight decay and momentum. Measured on {escape(page.efficiency_of)}.</p>"
+        f'<p class="lead">{lead}</p>'
         f'<dl class="facts light">{cells}</dl>{plot}</section>'
     )
 

@@ -72,6 +72,10 @@ class Efficiency:
     value_sum: np.ndarray
     actual: np.ndarray  # target_loss_before − target_loss_after; NaN where not measured
     measured: np.ndarray  # bool: both sides finite
+    # the ledger's other terms (docs/design.md §1.6); None: a run recorded before the
+    # ledger, or one whose unattributed parts were not computed (own-step AdamW credit)
+    unattributed: np.ndarray | None = None
+    residual: np.ndarray | None = None
 
     @property
     def n_measured(self) -> int:
@@ -89,6 +93,24 @@ class Efficiency:
     def correlation(self) -> float | None:
         """Pearson r of the two per-step series over measured steps (None below 3 steps)."""
         x, y = self.value_sum[self.measured], self.actual[self.measured]
+        if len(x) < 3 or np.std(x) == 0 or np.std(y) == 0:
+            return None
+        return float(np.corrcoef(x, y)[0, 1])
+
+    @property
+    def total_unattributed(self) -> float | None:
+        return None if self.unattributed is None else float(self.unattributed[self.measured].sum())
+
+    @property
+    def total_residual(self) -> float | None:
+        return None if self.residual is None else float(self.residual[self.measured].sum())
+
+    @property
+    def accounted_correlation(self) -> float | None:
+        """Pearson r of value_sum + unattributed against the measured change (None without a ledger)."""
+        if self.unattributed is None:
+            return None
+        x, y = (self.value_sum + self.unattributed)[self.measured], self.actual[self.measured]
         if len(x) < 3 or np.std(x) == 0 or np.std(y) == 0:
             return None
         return float(np.corrcoef(x, y)[0, 1])
@@ -202,9 +224,15 @@ def efficiency(steps: pa.Table) -> Efficiency:
     value_sum = col("value_sum")
     actual = col("target_loss_before") - col("target_loss_after")
     measured = np.isfinite(value_sum) & np.isfinite(actual)
+    ledger = "unattributed" in steps.column_names and "residual" in steps.column_names
+    unattributed = col("unattributed") if ledger else None
+    if unattributed is not None and not np.isfinite(unattributed[measured]).all():
+        unattributed = None  # not computed for this run
     return Efficiency(
         steps=np.asarray(steps.column("step").to_numpy(zero_copy_only=False), dtype=np.int64),
         value_sum=value_sum,
         actual=actual,
         measured=measured,
+        unattributed=unattributed,
+        residual=col("residual") if unattributed is not None else None,
     )

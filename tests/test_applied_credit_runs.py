@@ -152,3 +152,14 @@ def test_a_run_recorded_before_the_choice_means_own_step() -> None:
     recorded = {k: v for k, v in doc.items() if k != "out" and later.get(k, object()) != v}
     assert old.recipe_hash() == hashlib.sha256(json.dumps(recorded, sort_keys=True).encode()).hexdigest()
     assert TrainConfig.from_json(doc, credit="applied").recipe_hash() != old.recipe_hash()
+
+
+def test_the_report_shows_the_ledger(adam_run, tmp_path) -> None:
+    page = tmp_path / "report.html"
+    royalty("report", adam_run, "--out", page, "--quiet", check=True)
+    html = page.read_text()
+    steps = _steps(adam_run)
+    change = (steps["target_loss_before"] - steps["target_loss_after"]).sum()
+    assert "Σ unattributed" in html and "Σ residual" in html and "per-step r, values + unattributed" in html
+    share = abs(steps["residual"].sum()) / abs(change)
+    assert f"({100 * share:.1f} % of the change)" in html
