@@ -1,6 +1,6 @@
 """Engine cost per optimizer step, every method measured side by side in one run.
 
-    python benchmarks/engine.py [--repeats 3] [--quick] [--device cpu|cuda]
+    python benchmarks/engine.py [--repeats 3] [--quick] [--device cpu|cuda] [--window 50]
 
 For the default tiny UNet at 16 and 32 px, and B=16/K=4 and B=64/K=16 (one draw per
 target), prints milliseconds per step and the ratio to plain training on the B+K batch:
@@ -14,6 +14,13 @@ target), prints milliseconds per step and the ratio to plain training on the B+K
                double backward each, EngineConfig.hvp="loop", the default);
 - second, batched HVPs: the same with every target's product in one vmapped double
                backward (hvp="batched");
+- plain + AdamW step: plain, then the optimizer step (the baseline of the applied rows);
+- applied first / applied second: a valued AdamW step that credits the update Adam
+               applies (`--credit applied`, the default): the engine's passes, every
+               row's per-sample gradient kept, and the step's target gradients dotted
+               with the `--window` open batches (docs/design.md §1.6), then the AdamW
+               step. The window is full, as in a run longer than it: its memory,
+               window × B × D floats, is in the peak;
 - torch.func:  vmap(grad) per-sample gradients of all B+K rows, then the B×K dots;
 - loop:        one backward per row, then the dots.
 
@@ -29,6 +36,7 @@ import multiprocessing as mp
 import resource
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
 
@@ -57,7 +65,34 @@ def _setup(res: int, b: int, k: int, device: torch.device):
     return unet, sched, x.to(device), t.to(device), noise.to(device)
 
 
-def _method(name: str, res: int, b: int, k: int, device: torch.device) -> Callable[[], None]:
+def _applied(unet, order: int, window_steps: int, b: int, step_fn) -> Callable[[], None]:
+    """A full credit window of random batches, then one applied AdamW step per call."""
+    from royalty.attribution.engine.window import CreditWindow, Slot
+    from royalty.attribution.training.applied import applied_step
+    from royalty.attribution.training.config import TrainConfig
+
+    engine = ValueEngine(unet, EngineConfig(order=order, self_check=False))
+    opt = torch.optim.AdamW(unet.parameters(), lr=LR, foreach=False)
+    device = next(unet.parameters()).device
+    d = sum(p.numel() for p in unet.parameters())
+    window = CreditWindow(0.9, window_steps, torch.zeros(d, dtype=torch.float64, device=device), 0)
+    g = torch.Generator(device=device).manual_seed(1)
+    for s in range(window_steps - 1):  # counts up to 0: the first timed step is count 1
+        window.open(Slot(s - window_steps, s - window_steps + 2, torch.arange(b), b,
+                         torch.randn((b, d), generator=g, device=device), torch.zeros(d, dtype=torch.float64, device=device)))
+    cfg = TrainConfig(data=Path(), targets=Path(), out=Path(), optimizer="adamw", lr=LR, order=order)
+    step = [0]
+
+    def run() -> None:
+        opt.zero_grad(set_to_none=True)
+        batch, targets = step_fn()
+        applied_step(cfg, opt, engine, window, step[0], (torch.arange(b), batch), targets, None, lambda t: t)
+        step[0] += 1
+
+    return run
+
+
+def _method(name: str, res: int, b: int, k: int, device: torch.device, window: int = 50) -> Callable[[], None]:
     # diffusers is imported here, in the forked child: on a GPU machine its import starts
     # CUDA, and a child forked from a parent that started CUDA cannot use it (seen on an H200)
     from royalty.attribution.model.diffusion import noise_prediction_losses
@@ -81,6 +116,16 @@ def _method(name: str, res: int, b: int, k: int, device: torch.device) -> Callab
             unet.zero_grad(set_to_none=True)
             noise_prediction_losses(unet, sched, x, t, noise).mean().backward()
         return run
+    if name == "plain + AdamW step":
+        opt = torch.optim.AdamW(unet.parameters(), lr=LR, foreach=False)
+
+        def run() -> None:
+            opt.zero_grad(set_to_none=True)
+            noise_prediction_losses(unet, sched, x, t, noise).mean().backward()
+            opt.step()
+        return run
+    if name.startswith("applied"):
+        return _applied(unet, 2 if "second" in name else 1, window, b, lambda: (losses(tr), TargetSide(target_losses, index, k)))
     if name == "two passes":
         # the engine's floor: plain training's backward of the B training rows (which
         # `.grad` must match bit for bit) and a separate pass over the K target rows
@@ -127,14 +172,14 @@ def _method(name: str, res: int, b: int, k: int, device: torch.device) -> Callab
     raise ValueError(name)
 
 
-def _measure(name: str, res: int, b: int, k: int, repeats: int, device_name: str, out: mp.Queue) -> None:
+def _measure(name: str, res: int, b: int, k: int, repeats: int, device_name: str, window: int, out: mp.Queue) -> None:
     base = _rss_mb()
     try:
         device = torch.device(device_name)
         gpu = device.type == "cuda"
         if gpu:
             use_device(device)  # the kernels `royalty train --device cuda` runs with
-        run = _method(name, res, b, k, device)
+        run = _method(name, res, b, k, device, window)
         run()  # warm-up
         if gpu:
             torch.cuda.synchronize()
@@ -155,7 +200,10 @@ def _measure(name: str, res: int, b: int, k: int, repeats: int, device_name: str
         out.put((float("nan"), float("nan"), f"{type(exc).__name__}: {str(exc)[:80]}"))
 
 
-METHODS = ("plain", "two passes", "first", "second", "second, batched HVPs", "torch.func", "loop")
+METHODS = (
+    "plain", "two passes", "first", "second", "second, batched HVPs", "plain + AdamW step", "applied first",
+    "applied second", "torch.func", "loop",
+)
 
 
 def main() -> None:
@@ -163,6 +211,8 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--quick", action="store_true", help="16 px, B=16/K=4 only")
     ap.add_argument("--device", default="cpu", help="cpu or cuda (each method in a forked child, which starts CUDA itself)")
+    ap.add_argument("--window", type=int, default=50, help="open batches in the applied rows' credit window (the README main job's 50 valued steps)")
+    ap.add_argument("--methods", default=",".join(METHODS), help="comma-separated subset (plain is always measured)")
     args = ap.parse_args()
     ctx = mp.get_context("fork")
     cases = [(16, 16, 4)] if args.quick else [(16, 16, 4), (16, 64, 16), (32, 16, 4), (32, 64, 16)]
@@ -173,21 +223,23 @@ def main() -> None:
     print("|---|---|---|---|---|---|---|---|")
     for res, b, k in cases:
         rows = {}
-        for name in METHODS:
+        methods = ["plain"] + [m for m in args.methods.split(",") if m != "plain"]
+        for name in methods:
             q: mp.Queue = ctx.Queue()
-            p = ctx.Process(target=_measure, args=(name, res, b, k, args.repeats, args.device, q))
+            p = ctx.Process(target=_measure, args=(name, res, b, k, args.repeats, args.device, args.window, q))
             p.start()
             rows[name] = q.get()
             p.join()
         base_ms, base_mb = rows["plain"][0], rows["plain"][1]
-        for name in METHODS:
+        for name in methods:
             ms, mb, err = rows[name]
             if err:
                 print(f"| {res} | {b} | {k} | {name} | failed: {err} | | | |")
                 continue
             print(f"| {res} | {b} | {k} | {name} | {ms:.0f} | {ms / base_ms:.2f} | {mb:.0f} | {mb / base_mb:.2f} |")
-        f = rows["first"][0]
-        print(f"| {res} | {b} | {k} | first vs torch.func / loop | | {rows['torch.func'][0] / f:.2f}× / {rows['loop'][0] / f:.2f}× faster | | |", flush=True)
+        if {"first", "torch.func", "loop"} <= rows.keys():
+            f = rows["first"][0]
+            print(f"| {res} | {b} | {k} | first vs torch.func / loop | | {rows['torch.func'][0] / f:.2f}× / {rows['loop'][0] / f:.2f}× faster | | |", flush=True)
 
 
 if __name__ == "__main__":

@@ -163,3 +163,21 @@ def test_the_report_shows_the_ledger(adam_run, tmp_path) -> None:
     assert "Σ unattributed" in html and "Σ residual" in html and "per-step r, values + unattributed" in html
     share = abs(steps["residual"].sum()) / abs(change)
     assert f"({100 * share:.1f} % of the change)" in html
+
+
+def test_one_step_credits_the_bias_corrected_share_of_its_own_gradient(folders, tmp_path) -> None:
+    """One valued step after two warm-up steps: AdamW applies (1 − β1)/(1 − β1³) of its batch's
+    gradient through m̂, so the applied values are the own-step ones times that — in the run
+    and in the checkpoints mode alike."""
+    data, targets = folders
+    recipe = ("--optimizer", "adamw", "--lr", "0.002", "--warmup-steps", "2", "--steps", "1", "--checkpoint-every", "1")
+    runs = {}
+    for credit in ("applied", "own-step"):
+        runs[credit] = tmp_path / credit
+        royalty("train", data, "--targets", targets, "--out", runs[credit], *TINY, *recipe, "--credit", credit, check=True)
+        royalty("attribute", runs[credit], targets, "--mode", "checkpoints", "--name", "ck", "--quiet", check=True)
+    share = (1 - 0.9) / (1 - 0.9**3)
+    for values in (run_folder.VALUES, f"attributions/ck/{run_folder.VALUES}"):
+        applied, own = (pd.read_parquet(runs[c] / values)["value_first_order"] for c in ("applied", "own-step"))
+        assert float(own.abs().max()) > 0
+        np.testing.assert_allclose(applied, share * own, rtol=1e-5, atol=1e-12 * float(own.abs().max()))
