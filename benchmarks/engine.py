@@ -68,7 +68,7 @@ def _setup(res: int, b: int, k: int, device: torch.device):
 def _applied(unet, order: int, window_steps: int, b: int, step_fn) -> Callable[[], None]:
     """A full credit window of random batches, then one applied AdamW step per call."""
     from royalty.attribution.engine.window import CreditWindow, Slot
-    from royalty.attribution.training.applied import applied_step
+    from royalty.attribution.training.applied import StepBatch, applied_step
     from royalty.attribution.training.config import TrainConfig
 
     engine = ValueEngine(unet, EngineConfig(order=order, self_check=False))
@@ -86,7 +86,7 @@ def _applied(unet, order: int, window_steps: int, b: int, step_fn) -> Callable[[
     def run() -> None:
         opt.zero_grad(set_to_none=True)
         batch, targets = step_fn()
-        applied_step(cfg, opt, engine, window, step[0], (torch.arange(b), batch), targets, None, lambda t: t)
+        applied_step(cfg, opt, engine, window, StepBatch(step[0], torch.arange(b), batch, targets))
         step[0] += 1
 
     return run

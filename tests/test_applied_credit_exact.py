@@ -9,7 +9,6 @@ tracked by hand from those gradients, Hessian-vector products by torch.autograd.
 
 from __future__ import annotations
 
-import copy
 
 import pytest
 import torch

@@ -63,22 +63,23 @@ class AppliedOutcome:
         return sum(((f + s).sum(0) for _, f, s in self.credits), torch.zeros_like(self.target_losses))
 
 
-def applied_step(
-    cfg: TrainConfig,
-    optimizer: torch.optim.Optimizer,
-    engine: ValueEngine,
-    window: CreditWindow,
-    step: int,
-    batch: tuple[torch.Tensor, Callable | list[Callable]],
-    targets: TargetSide,
-    finish_grads: Callable[[], None] | None,
-    in_step_order: Callable[[torch.Tensor], torch.Tensor],
-) -> AppliedOutcome:
-    """Backward, credit the update about to be applied, and apply it (`optimizer.step()`).
+@dataclass(frozen=True)
+class StepBatch:
+    """What one valued step computes on: its batch and targets, and how processes join in."""
 
-    `batch`: (the step's training-row indices, the engine's loss function(s)).
-    """
-    idx, losses = batch
+    step: int
+    rows: torch.Tensor  # the step's training-row indices (all processes, in step order)
+    losses: Callable | list[Callable]  # the engine's training loss function(s)
+    targets: TargetSide
+    finish_grads: Callable[[], None] | None = None  # accumulation scaling, the all-reduce
+    in_step_order: Callable[[torch.Tensor], torch.Tensor] = lambda local: local  # every process's rows
+
+
+def applied_step(
+    cfg: TrainConfig, optimizer: torch.optim.Optimizer, engine: ValueEngine, window: CreditWindow, batch: StepBatch
+) -> AppliedOutcome:
+    """Backward, credit the update about to be applied, and apply it (`optimizer.step()`)."""
+    step, idx, losses, in_step_order = batch.step, batch.rows, batch.losses, batch.in_step_order
     params = engine.params
     names = list(params)
     terms: list[AdamStep] = []
@@ -91,7 +92,7 @@ def applied_step(
     def direction() -> dict[str, torch.Tensor]:
         return {n: d.to(params[n].dtype) for n, d in predicted().update.items()}
 
-    got = collect(engine, losses, targets, direction if engine.config.order == 2 else None, finish_grads)
+    got = collect(engine, losses, batch.targets, direction if engine.config.order == 2 else None, batch.finish_grads)
     now = predicted()
     # Σ over every process's rows of ∇ℓ(z): the all-reduced mean gradient × the step's rows
     grad_sum = flat({n: p.grad for n, p in params.items()}, names).to(torch.float64) * len(idx)

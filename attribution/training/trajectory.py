@@ -23,7 +23,7 @@ from royalty.attribution.training.draws import batch_indices, noise_draws
 from royalty.attribution.engine.hvp import TargetSide
 from royalty.attribution.engine.step import Update, ValueEngine
 from royalty.attribution.engine.window import CreditWindow
-from royalty.attribution.training.applied import applied_step, new_window
+from royalty.attribution.training.applied import StepBatch, applied_step, new_window
 from royalty.attribution.training.targets import TargetPlan, TargetRows, column_means
 from royalty.errors import TrainingError
 
@@ -225,8 +225,8 @@ def valued_steps(
             if cfg.applied_credit:
                 if tally.window is None:  # the valued phase starts: what momentum it inherits
                     tally.window = new_window(cfg, optimizer, engine.params)
-                out = applied_step(cfg, optimizer, engine, tally.window, step, (idx, _micro_losses(task, batch, par)),
-                                   targets, finish, par.in_step_order)
+                out = applied_step(cfg, optimizer, engine, tally.window,
+                                   StepBatch(step, idx, _micro_losses(task, batch, par), targets, finish, par.in_step_order))
                 train_loss = out.train_loss if par.trivial else float(par.in_step_order(out.row_losses.float()).mean())
                 check_finite(train_loss, f"step {step}")
                 for credited_rows, first, second in out.credits:
