@@ -183,10 +183,6 @@ class CreditWindow:
             self.beyond_count = n
         self.slots = keep
 
-    def flush(self) -> None:
-        """The run ended: the open batches' momentum is never applied again."""
-        self.slots = []
-
     # -- checkpoints ---------------------------------------------------------------------
 
     def state(self) -> dict:
