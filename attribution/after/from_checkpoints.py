@@ -22,8 +22,9 @@ from royalty.attribution.data.folders import ImageTable
 from royalty.attribution.model.task import Rows
 from royalty.attribution.engine.hvp import TargetSide
 from royalty.attribution.engine.step import EngineConfig, Update, ValueEngine
-from royalty.attribution.engine.window import applied_weights, window_length
-from royalty.attribution.training.optim import first_moment, optimization
+from royalty.attribution.engine.window import applied_weights
+from royalty.attribution.training.applied import new_window
+from royalty.attribution.training.optim import optimization
 from royalty.attribution.after.recorded import Recorded
 from royalty.attribution.after.replay import Attributed, target_plan
 from royalty.attribution.training.device import module_device, use_cpu_threads
@@ -76,7 +77,10 @@ def from_checkpoints(
         unet.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         if start == 0 and cfg.applied_credit:
-            weights = _applied_weights(cfg, optimizer, engine, total)
+            # the window the run started its valued phase with: its β1, length and step count
+            # (SGD with decay: β1 = 0, each batch applied once, weight 1)
+            window = new_window(cfg, optimizer, engine.params)
+            weights = applied_weights(window.beta1, window.carried_count + 1, total, window.length)
         batches = [train_batch(cfg, s, images, task.num_train_timesteps) for s in range(start, stop)]
         idx = torch.cat([i for i, _ in batches])
         step_of = torch.cat([torch.full((len(i),), s) for s, (i, _) in zip(range(start, stop), batches)])
@@ -98,12 +102,3 @@ def from_checkpoints(
             progress(stop, total, float("nan"))
     return Attributed(tally.first, tally.second, [], None)
 
-
-def _applied_weights(cfg, optimizer: torch.optim.Optimizer, engine: ValueEngine, total: int) -> torch.Tensor:
-    """Each valued step's applied weight, from the optimizer state the valued phase started with."""
-    if cfg.optimizer != "adamw":  # SGD with decay: each batch applied once, at its own step
-        return torch.ones(total, dtype=torch.float64)
-    beta1 = float(optimizer.param_groups[0]["betas"][0])
-    _, count = first_moment(optimizer, engine.params)
-    length = cfg.credit_window if cfg.credit_window is not None else window_length(beta1)
-    return applied_weights(beta1, count + 1, total, length)

@@ -61,11 +61,10 @@ def ledger_totals(steps: pd.DataFrame, cfg: "TrainConfig", window: "CreditWindow
     def total(column: pd.Series) -> float | None:
         return None if column.isna().any() else float(column.sum())
 
-    credit = "applied" if cfg.applied_credit else "own-step"
     return {
-        "credit": credit,
+        "credit": "applied" if cfg.applied_credit else "own-step",
         # own-step credit under AdamW computes no unattributed terms (NaN in steps.parquet)
-        "exact": credit == "applied" or (cfg.optimizer == "sgd" and cfg.weight_decay == 0),
+        "exact": not steps["unattributed"].isna().any(),
         "window_steps": window.length if window is not None else None,
         "measured_change": total(change),
         "value_sum": total(steps["value_sum"]),
