@@ -19,8 +19,13 @@ target), prints milliseconds per step and the ratio to plain training on the B+K
                applies (`--credit applied`, the default): the engine's passes, every
                row's per-sample gradient kept, and the step's target gradients dotted
                with the `--window` open batches (docs/design.md §1.6), then the AdamW
-               step. The window is full, as in a run longer than it: its memory,
-               window × B × D floats, is in the peak;
+               step, with the scheme royalty picks (accumulated: one dot per batch
+               opened and closed, and a settling every `rebase` steps; at least that
+               many steps are timed, so its cost is the amortized one). The window is
+               full, as in a run longer than it: its memory, window × B × D floats, is
+               in the peak;
+- applied first, direct / applied second, direct: the same with the direct scheme
+               (every open batch dotted with every step's targets);
 - torch.func:  vmap(grad) per-sample gradients of all B+K rows, then the B×K dots;
 - loop:        one backward per row, then the dots.
 
@@ -65,9 +70,10 @@ def _setup(res: int, b: int, k: int, device: torch.device):
     return unet, sched, x.to(device), t.to(device), noise.to(device)
 
 
-def _applied(unet, order: int, window_steps: int, b: int, step_fn) -> Callable[[], None]:
-    """A full credit window of random batches, then one applied AdamW step per call."""
-    from royalty.attribution.engine.window import CreditWindow, Slot
+def _applied(unet, order: int, window_steps: int, b: int, k: int, direct: bool, step_fn) -> Callable[[], None]:
+    """A full credit window of random batches, then one applied AdamW step per call, with
+    the scheme royalty picks (accumulated for these windows), or the direct one."""
+    from royalty.attribution.engine.window import CreditWindow, Slot, accumulates
     from royalty.attribution.training.applied import StepBatch, applied_step
     from royalty.attribution.training.config import TrainConfig
 
@@ -75,7 +81,8 @@ def _applied(unet, order: int, window_steps: int, b: int, step_fn) -> Callable[[
     opt = torch.optim.AdamW(unet.parameters(), lr=LR, foreach=False)
     device = next(unet.parameters()).device
     d = sum(p.numel() for p in unet.parameters())
-    window = CreditWindow(0.9, window_steps, torch.zeros(d, dtype=torch.float64, device=device), 0)
+    accumulate = not direct and accumulates(0.9, window_steps, k, k)
+    window = CreditWindow(0.9, window_steps, torch.zeros(d, dtype=torch.float64, device=device), 0, k, accumulate)
     g = torch.Generator(device=device).manual_seed(1)
     for s in range(window_steps - 1):  # counts up to 0: the first timed step is count 1
         window.open(Slot(s - window_steps, s - window_steps + 2, torch.arange(b), b,
@@ -86,7 +93,8 @@ def _applied(unet, order: int, window_steps: int, b: int, step_fn) -> Callable[[
     def run() -> None:
         opt.zero_grad(set_to_none=True)
         batch, targets = step_fn()
-        applied_step(cfg, opt, engine, window, StepBatch(step[0], torch.arange(b), batch, targets))
+        applied_step(cfg, opt, engine, window, StepBatch(
+            step[0], torch.arange(b), batch, targets, torch.arange(k), torch.ones(k, dtype=torch.float64), False))
         step[0] += 1
 
     return run
@@ -125,7 +133,8 @@ def _method(name: str, res: int, b: int, k: int, device: torch.device, window: i
             opt.step()
         return run
     if name.startswith("applied"):
-        return _applied(unet, 2 if "second" in name else 1, window, b, lambda: (losses(tr), TargetSide(target_losses, index, k)))
+        return _applied(unet, 2 if "second" in name else 1, window, b, k, name.endswith("direct"),
+                        lambda: (losses(tr), TargetSide(target_losses, index, k)))
     if name == "two passes":
         # the engine's floor: plain training's backward of the B training rows (which
         # `.grad` must match bit for bit) and a separate pass over the K target rows
@@ -185,6 +194,12 @@ def _measure(name: str, res: int, b: int, k: int, repeats: int, device_name: str
             torch.cuda.synchronize()
             torch.cuda.reset_peak_memory_stats()
             base = torch.cuda.memory_allocated() / 2**20
+        if name.startswith("applied"):
+            # the accumulated scheme settles every open batch each `rebase` steps: time at
+            # least that many, so its cost per step is the amortized one
+            from royalty.attribution.engine.window import rebase_interval
+
+            repeats = max(repeats, rebase_interval(0.9, window))
         start = time.perf_counter()
         for _ in range(repeats):
             run()
@@ -202,7 +217,7 @@ def _measure(name: str, res: int, b: int, k: int, repeats: int, device_name: str
 
 METHODS = (
     "plain", "two passes", "first", "second", "second, batched HVPs", "plain + AdamW step", "applied first",
-    "applied second", "torch.func", "loop",
+    "applied first, direct", "applied second", "applied second, direct", "torch.func", "loop",
 )
 
 

@@ -20,7 +20,7 @@ from engine_reference import _functional_loss, _unflatten, per_sample_grads, tar
 from royalty.attribution.engine.collect import collect
 from royalty.attribution.engine.hvp import TargetSide
 from royalty.attribution.engine.step import EngineConfig, ValueEngine
-from royalty.attribution.engine.window import AppliedUpdate, CreditWindow, Slot
+from royalty.attribution.engine.window import AppliedUpdate, CreditWindow, Slot, TargetStep
 from royalty.attribution.training.optim import adamw_step, first_moment
 
 BETA1, BETA2, EPS, LR, WD, STEPS, WARM = 0.9, 0.999, 1e-8, 0.01, 0.05, 4, 2
@@ -49,7 +49,7 @@ def _flat(tensors) -> torch.Tensor:
     return torch.cat([t.reshape(-1) for t in tensors])
 
 
-def run(case: Case, order: int, length: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+def run(case: Case, order: int, length: int, accumulate: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """(engine first, engine second, reference first, reference second), each [STEPS·B, K] by step row."""
     model = case.model
     params = {n: p for n, p in model.named_parameters() if p.requires_grad}
@@ -61,7 +61,8 @@ def run(case: Case, order: int, length: int) -> tuple[torch.Tensor, torch.Tensor
         opt.step()
     engine = ValueEngine(model, EngineConfig(order=order, self_check=False))
     m0, n0 = first_moment(opt, params)
-    window = CreditWindow(BETA1, length, _flat(m0.values()), n0)
+    # rebase every step: the accumulated scheme's every move is exercised
+    window = CreditWindow(BETA1, length, _flat(m0.values()), n0, case.n_targets, accumulate, rebase=1)
     side = TargetSide(case.target_losses, case.target_index, case.n_targets)
     B, K = case.n_train, case.n_targets
     got = torch.zeros(2, STEPS * B, K, dtype=torch.float64)
@@ -88,11 +89,11 @@ def run(case: Case, order: int, length: int) -> tuple[torch.Tensor, torch.Tensor
         names = list(params)
         applied = AppliedUpdate(LR, WD, BETA1, step.count, _flat(step.precond[k] for k in names), _flat(w_t).double(),
                                 _flat(step.update[k] for k in names))
-        credit = window.credit(applied, col.target_grads, col.target_hvps)
+        credit = window.credit(applied, TargetStep.plain(col.target_grads, col.target_hvps), final=t + 1 == STEPS)
         opt.step()
         for c in credit.slots:
-            got[0, c.rows] += c.first
-            got[1, c.rows] += c.second
+            got[0, c.rows.unsqueeze(1), c.columns] += c.first
+            got[1, c.rows.unsqueeze(1), c.columns] += c.second
         # Adam by hand from the reference gradients, and the step torch took
         g = gz.mean(0)
         m_ref = BETA1 * m_ref + (1 - BETA1) * g
@@ -114,11 +115,12 @@ def run(case: Case, order: int, length: int) -> tuple[torch.Tensor, torch.Tensor
     return got[0], got[1], want[0], want[1]
 
 
+@pytest.mark.parametrize("scheme", ["direct", "accumulated"])
 @pytest.mark.parametrize("length", [STEPS, 2], ids=["whole-run", "window-2"])
 @pytest.mark.parametrize("order", [1, 2])
 @pytest.mark.parametrize("name", sorted(CASES))
-def test_applied_credit_equals_the_reference(name, order, length) -> None:
-    first, second, ref_first, ref_second = run(CASES[name](), order, length)
+def test_applied_credit_equals_the_reference(name, order, length, scheme) -> None:
+    first, second, ref_first, ref_second = run(CASES[name](), order, length, scheme == "accumulated")
     assert float(ref_first.abs().max()) > 0
     torch.testing.assert_close(first, ref_first, rtol=1e-9, atol=1e-14 * float(ref_first.abs().max()))
     torch.testing.assert_close(second, ref_second, rtol=1e-8, atol=1e-12 * float(ref_first.abs().max()))

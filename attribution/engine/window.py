@@ -18,7 +18,20 @@ Second order: the curvature along the actual update, −½ Δw_tᵀ H Δw_t, is 
 Σ_i −½ d_iᵀ H Δw_t over the same terms.
 
 The window holds each open batch's per-sample gradients ∇ℓ(w_s, z), taken at the step
-that computed them, until β1^{n_t−n_s} has decayed past `length` steps. Pure tensor
+that computed them, until β1^{n_t−n_s} has decayed past `length` steps. Two schemes give
+the same credits (tested against each other and the float64 reference):
+
+- direct: at every step, every open batch's rows are dotted with the step's targets —
+  length·B·K·D multiply-adds per step;
+- accumulated: c_{t,s} = β1^{r−n_s} · a_t with a_t = η_t (1−β1) β1^{n_t−r} / (1−β1^{n_t}), so
+  a batch's whole credit is β1^{r−n_s}/B_s ⟨A(close) − A(open), ∇ℓ(w_s, z)⟩ with
+  A = Σ_t a_t P_t ∇ℓ_T(w_t) summed over steps: one dot when a batch opens, one when it
+  closes, and one per open batch each time the base r moves — (2 + length/rebase)·B·C·D
+  per step. The base moves every `rebase` steps so that β1^{r−n_s} stays ≤ 10 and the
+  difference of the two dots loses at most a digit to cancellation.
+
+Rows are credited at each step (direct) or when their batch closes (accumulated): a
+run's totals are the same, the rows' values only complete when the run ends. Pure tensor
 arithmetic over flattened parameter vectors: no model, no optimizer.
 """
 
@@ -49,6 +62,25 @@ def applied_weights(beta1: float, first_count: int, steps: int, length: int) -> 
     return out
 
 
+
+def rebase_interval(beta1: float, length: int) -> int:
+    """Steps between moves of the accumulated scheme's base: the most with β1^{−rebase} ≤ 10."""
+    if beta1 <= 0.0:
+        return 1
+    return max(1, min(length, math.floor(math.log(0.1) / math.log(beta1))))
+
+
+def accumulates(beta1: float, length: int, columns: int, per_step: int) -> bool:
+    """Whether the accumulated scheme does less arithmetic than the direct one.
+
+    Per step, accumulated: (2 + ⌈length/rebase⌉)·B·C·D for C value columns in all; direct:
+    length·B·K·D for the K columns a step evaluates. β1 = 0 has nothing to accumulate.
+    """
+    if beta1 <= 0.0:
+        return False
+    return (2 + math.ceil(length / rebase_interval(beta1, length))) * columns < length * per_step
+
+
 @dataclass(frozen=True)
 class AppliedUpdate:
     """One AdamW step as the optimizer is about to apply it, flattened over the trainable parameters."""
@@ -62,6 +94,22 @@ class AppliedUpdate:
     update: torch.Tensor  # [D] Δw_t
 
 
+@dataclass(frozen=True)
+class TargetStep:
+    """Step t's targets, as the window credits them."""
+
+    grads: torch.Tensor  # [K, D] ∇ℓ_k(w_t)
+    hvps: torch.Tensor | None  # [K, D] H_k Δw_t (order 2), or None (order 1)
+    columns: torch.Tensor  # [K] long: each target's value column
+    scale: torch.Tensor  # [K] float64: the weight of its values in the run's sums
+
+    @classmethod
+    def plain(cls, grads: torch.Tensor, hvps: torch.Tensor | None = None) -> "TargetStep":
+        """Targets k = 0..K−1 in columns 0..K−1, weight 1."""
+        k = grads.shape[0]
+        return cls(grads, hvps, torch.arange(k), torch.ones(k, dtype=torch.float64))
+
+
 @dataclass
 class Slot:
     """One valued step's batch, while its gradient is still in the momentum being applied."""
@@ -72,14 +120,25 @@ class Slot:
     rows_total: int  # B_s: the rows the step's mean gradient averaged over (all processes)
     grads: torch.Tensor  # [B_local, D] per-sample gradients ∇ℓ(w_s, z) of this process's rows
     batch_sum: torch.Tensor  # [D] float64: Σ over all of the step's rows of ∇ℓ(w_s, z)
+    # the accumulated scheme's bookkeeping ([B_local, C] float64; None: zero)
+    base: int = 0  # the base r its dots are against
+    start: list = field(default_factory=lambda: [None, None])  # ⟨A(open), g⟩, first and second order
+    settled: list = field(default_factory=lambda: [None, None])  # its credit under earlier bases
+
+    def part(self, beta1: float, n: int, local: bool = False) -> torch.Tensor:
+        """Its term of the first moment at count n: (1 − β1) β1^{n − n_s} g_s, g_s the step's
+        mean gradient (`local`: only this process's rows, summed from their per-sample gradients)."""
+        total = self.grads.to(torch.float64).sum(0) if local else self.batch_sum
+        return total * ((1.0 - beta1) * beta1 ** (n - self.count) / self.rows_total)
 
 
 @dataclass(frozen=True)
 class SlotCredit:
     step: int  # the step whose batch is credited
     rows: torch.Tensor  # that batch's training-row indices
-    first: torch.Tensor  # [B_local, K] float64
-    second: torch.Tensor  # [B_local, K] float64
+    columns: torch.Tensor  # [S] the value columns of first/second's columns
+    first: torch.Tensor  # [B_local, S] float64, target weights applied
+    second: torch.Tensor  # [B_local, S] float64
 
 
 @dataclass(frozen=True)
@@ -97,7 +156,10 @@ class Unattributed:
 
 @dataclass(frozen=True)
 class StepCredit:
-    slots: tuple[SlotCredit, ...]
+    slots: tuple[SlotCredit, ...]  # the rows credited now (direct: every open batch; accumulated: those closing)
+    # [K] float64: Σ over this process's rows of what step t's update owes them, first and
+    # second order (the rows' own gradients, so that it is what the values add up to)
+    credited: torch.Tensor
     unattributed: Unattributed
 
 
@@ -109,38 +171,111 @@ class CreditWindow:
     length: int
     carried: torch.Tensor  # [D] float64: m at the start of the valued phase (zeros: none)
     carried_count: int  # n_0: the optimizer's step count then
+    columns: int = 0  # C: the run's value columns (the accumulated scheme's sums are [C, D])
+    accumulate: bool = False
     slots: list[Slot] = field(default_factory=list)
     beyond: torch.Tensor | None = None  # [D] float64: momentum of batches that left the window, as of beyond_count
     beyond_count: int = 0
+    pending: torch.Tensor | None = None  # [D] float64: the open batches' local rows' momentum, as of pending_count
+    pending_count: int = 0
+    sums: list = field(default_factory=lambda: [None, None])  # A, first and second order: [C, D] float64
+    base: int | None = None  # r (None: n_0)
+    terms: int = 0  # steps summed into A since the base moved
+    rebase: int = 0  # steps between moves of the base (0: rebase_interval's)
+
+    def __post_init__(self) -> None:
+        if self.accumulate and self.beta1 <= 0.0:
+            raise ValueError("the accumulated scheme needs β1 > 0")
+        if self.base is None:
+            self.base = self.carried_count
+        if self.rebase <= 0:
+            self.rebase = rebase_interval(self.beta1, self.length)
 
     def open(self, slot: Slot) -> None:
+        if self.accumulate:
+            slot.base = self.base
+            if self.terms:
+                slot.start = [None if a is None else _dots(slot.grads, a) for a in self.sums]
+        self.pending = slot.part(self.beta1, slot.count, local=True) + (0.0 if self.pending is None else self._pending_at(slot.count))
+        self.pending_count = slot.count
         self.slots.append(slot)
 
-    def credit(self, step: AppliedUpdate, target_grads: torch.Tensor, target_hvps: torch.Tensor | None) -> StepCredit:
-        """Credit step t's applied update; then close the batches it was the last step of.
-
-        `target_grads`: [K, D] each target's loss gradient at w_t. `target_hvps`: [K, D]
-        H_k Δw_t (order 2), or None (order 1). Slots must have been opened up to this step.
-        """
-        b1, n = self.beta1, step.count
-        bias = 1.0 - b1**n
+    def credit(self, step: AppliedUpdate, targets: TargetStep, final: bool = False) -> StepCredit:
+        """Credit step t's applied update; then close the batches it was the last step of
+        (every batch, when `final`: the run ends). Slots must have been opened up to this step."""
+        n = step.count
         p = step.precond.to(torch.float64)
-        u = target_grads.to(torch.float64) * p  # P_t ∇ℓ_T: first order
-        v = None if target_hvps is None else 0.5 * target_hvps.to(torch.float64) * p  # ½ P_t H Δw: second order
-        slots = []
-        for slot in self.slots:
-            coef = step.lr * (1.0 - b1) * b1 ** (n - slot.count) / bias / slot.rows_total
-            grads = slot.grads
-            first = (grads @ u.to(grads.dtype).T).to(torch.float64) * coef
-            second = torch.zeros_like(first) if v is None else (grads @ v.to(grads.dtype).T).to(torch.float64) * coef
-            slots.append(SlotCredit(slot.step, slot.rows, first, second))
+        u = targets.grads.to(torch.float64) * p  # P_t ∇ℓ_T: first order
+        v = None if targets.hvps is None else 0.5 * targets.hvps.to(torch.float64) * p  # ½ P_t H Δw: second order
+        w = targets.scale.to(device=u.device, dtype=torch.float64).unsqueeze(1)
+        uw, vw = u * w, None if v is None else v * w
+        closing = [final or n - s.count + 1 >= self.length for s in self.slots]
+        if self.accumulate:
+            self._add(step, (uw, vw), targets.columns)
+            every = torch.arange(self.columns)
+            slots = tuple(SlotCredit(s.step, s.rows, every, *self._settle(s, second=v is not None))
+                          for s, c in zip(self.slots, closing) if c)
+        else:
+            slots = tuple(self._direct(step, s, uw, vw, targets.columns) for s in self.slots)
+        credited = self._momentum(step, self._pending_at(n), u, v)
         unattributed = Unattributed(
-            decay=self._decay(step, target_grads, target_hvps),
-            carried=self._momentum(step, self.carried * b1 ** (n - self.carried_count), u, v),
+            decay=self._decay(step, targets.grads, targets.hvps),
+            carried=self._momentum(step, self.carried * self.beta1 ** (n - self.carried_count), u, v),
             beyond=self._momentum(step, self._beyond_at(n), u, v),
         )
-        self._close(n)
-        return StepCredit(tuple(slots), unattributed)
+        self._close(n, closing)
+        if self.accumulate and not final and n - self.base >= self.rebase:
+            self._move_base(n)
+        return StepCredit(slots, credited, unattributed)
+
+    # -- the two schemes -------------------------------------------------------------------
+
+    def _direct(self, step: AppliedUpdate, slot: Slot, u: torch.Tensor, v: torch.Tensor | None, columns: torch.Tensor) -> SlotCredit:
+        coef = step.lr * (1.0 - self.beta1) * self.beta1 ** (step.count - slot.count) / (1.0 - self.beta1**step.count) / slot.rows_total
+        first = _dots(slot.grads, u) * coef
+        second = torch.zeros_like(first) if v is None else _dots(slot.grads, v) * coef
+        return SlotCredit(slot.step, slot.rows, columns, first, second)
+
+    def _add(self, step: AppliedUpdate, terms: tuple, columns: torch.Tensor) -> None:
+        """A += a_t P_t ∇ℓ_T (and its second-order twin), a_t = η (1−β1) β1^{n_t−r} / (1−β1^{n_t})."""
+        b1, n = self.beta1, step.count
+        a = step.lr * (1.0 - b1) * b1 ** (n - self.base) / (1.0 - b1**n)
+        for i, x in enumerate(terms):
+            if x is None:
+                continue
+            if self.sums[i] is None:
+                self.sums[i] = torch.zeros(self.columns, x.shape[1], dtype=torch.float64, device=x.device)
+            self.sums[i].index_add_(0, columns.to(x.device), x, alpha=a)
+        self.terms += 1
+
+    def _settle(self, slot: Slot, second: bool) -> list[torch.Tensor]:
+        """A batch's credit so far: what earlier bases settled + β1^{r−n_s}/B_s (⟨A, g⟩ − ⟨A(open), g⟩)."""
+        f = self.beta1 ** (slot.base - slot.count) / slot.rows_total
+        out = []
+        for i, a in enumerate(self.sums):
+            if a is None:
+                out.append(None)
+                continue
+            d = _dots(slot.grads, a)
+            if slot.start[i] is not None:
+                d = d - slot.start[i]
+            d = d * f
+            out.append(d if slot.settled[i] is None else slot.settled[i] + d)
+        if out[0] is None:  # no step summed yet: nothing credited
+            out[0] = torch.zeros(slot.grads.shape[0], self.columns, dtype=torch.float64, device=slot.grads.device)
+        if out[1] is None or not second:
+            out[1] = torch.zeros_like(out[0])
+        return out
+
+    def _move_base(self, n: int) -> None:
+        """Settle every open batch against A, then restart A from zero at base n."""
+        for slot in self.slots:
+            slot.settled = [None if a is None else x for a, x in zip(self.sums, self._settle(slot, second=True))]
+            slot.start, slot.base = [None, None], n
+        for a in self.sums:
+            if a is not None:
+                a.zero_()
+        self.base, self.terms = n, 0
 
     # -- the parts nobody is credited with -------------------------------------------------
 
@@ -170,30 +305,43 @@ class CreditWindow:
             return None
         return self.beyond * self.beta1 ** (n - self.beyond_count)
 
-    def _close(self, n: int) -> None:
-        """Batches credited for `length` steps leave; their momentum joins `beyond`, exactly."""
-        keep = []
-        for slot in self.slots:
-            if n - slot.count + 1 < self.length:
-                keep.append(slot)
-                continue
-            # its part of m_n: (1 − β1) β1^{n − n_s} g_s, with g_s the step's mean gradient
-            part = slot.batch_sum * ((1.0 - self.beta1) * self.beta1 ** (n - slot.count) / slot.rows_total)
-            self.beyond = part if self.beyond is None else self._beyond_at(n) + part
-            self.beyond_count = n
-        self.slots = keep
+    def _pending_at(self, n: int) -> torch.Tensor | None:
+        if self.pending is None:
+            return None
+        return self.pending * self.beta1 ** (n - self.pending_count)
+
+    def _close(self, n: int, closing: list[bool]) -> None:
+        """Closing batches leave; their momentum moves from `pending` to `beyond`, exactly."""
+        self.pending, self.pending_count = self._pending_at(n), n
+        for slot, c in zip(self.slots, closing):
+            if c:
+                part = slot.part(self.beta1, n)
+                self.beyond = part if self.beyond is None else self._beyond_at(n) + part
+                self.beyond_count = n
+                self.pending = self.pending - slot.part(self.beta1, n, local=True)
+        self.slots = [s for s, c in zip(self.slots, closing) if not c]
 
     # -- checkpoints ---------------------------------------------------------------------
 
     def state(self) -> dict:
-        return {
-            "beta1": self.beta1, "length": self.length, "carried": self.carried, "carried_count": self.carried_count,
-            "slots": [vars(s).copy() for s in self.slots], "beyond": self.beyond, "beyond_count": self.beyond_count,
-        }
+        out = {k: getattr(self, k) for k in (
+            "beta1", "length", "carried", "carried_count", "columns", "accumulate", "beyond", "beyond_count",
+            "pending", "pending_count", "base", "terms", "rebase")}
+        out["sums"] = list(self.sums)
+        out["slots"] = [{**vars(s), "start": list(s.start), "settled": list(s.settled)} for s in self.slots]
+        return out
 
     @classmethod
     def from_state(cls, state: dict) -> "CreditWindow":
-        return cls(
-            state["beta1"], state["length"], state["carried"], state["carried_count"],
-            [Slot(**s) for s in state["slots"]], state["beyond"], state["beyond_count"],
-        )
+        state = dict(state)
+        slots = [Slot(**s) for s in state.pop("slots")]
+        window = cls(**state, slots=slots)
+        if "pending" not in state and slots:  # a checkpoint written before `pending` was kept
+            window.pending_count = max(s.count for s in slots)
+            window.pending = sum(s.part(window.beta1, window.pending_count, local=True) for s in slots)
+        return window
+
+
+def _dots(grads: torch.Tensor, directions: torch.Tensor) -> torch.Tensor:
+    """[B, D] · [C, D]ᵀ in float64: the accumulated scheme subtracts two of them."""
+    return grads.to(torch.float64) @ directions.to(torch.float64).T

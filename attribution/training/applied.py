@@ -17,7 +17,7 @@ from torch import nn
 from royalty.attribution.engine.collect import collect
 from royalty.attribution.engine.hvp import TargetSide
 from royalty.attribution.engine.step import ValueEngine
-from royalty.attribution.engine.window import AppliedUpdate, CreditWindow, Slot, Unattributed, window_length
+from royalty.attribution.engine.window import AppliedUpdate, CreditWindow, Slot, TargetStep, Unattributed, accumulates, window_length
 from royalty.attribution.training.config import TrainConfig
 from royalty.attribution.training.optim import AdamStep, adamw_step, first_moment
 
@@ -26,8 +26,12 @@ def flat(tensors: Mapping[str, torch.Tensor], names: list[str]) -> torch.Tensor:
     return torch.cat([tensors[n].reshape(-1) for n in names])
 
 
-def new_window(cfg: TrainConfig, optimizer: torch.optim.Optimizer, params: Mapping[str, nn.Parameter]) -> CreditWindow:
-    """The window at the start of the valued phase: AdamW's momentum so far is carried in."""
+def new_window(
+    cfg: TrainConfig, optimizer: torch.optim.Optimizer, params: Mapping[str, nn.Parameter], columns: int = 0, per_step: int = 0
+) -> CreditWindow:
+    """The window at the start of the valued phase: AdamW's momentum so far is carried in.
+    `columns`: the run's value columns, `per_step`: how many a step evaluates (they choose
+    the cheaper scheme, engine/window.py)."""
     names = list(params)
     if cfg.optimizer == "adamw":
         beta1 = float(optimizer.param_groups[0]["betas"][0])
@@ -37,7 +41,7 @@ def new_window(cfg: TrainConfig, optimizer: torch.optim.Optimizer, params: Mappi
         beta1, n0 = 0.0, 0
         carried = torch.zeros(sum(p.numel() for p in params.values()), dtype=torch.float64, device=next(iter(params.values())).device)
     length = cfg.credit_window if cfg.credit_window is not None else window_length(beta1)
-    return CreditWindow(beta1, length, carried, n0)
+    return CreditWindow(beta1, length, carried, n0, columns, accumulates(beta1, length, columns, per_step))
 
 
 def sgd_step(cfg: TrainConfig, params: Mapping[str, nn.Parameter], count: int) -> AdamStep:
@@ -52,15 +56,11 @@ class AppliedOutcome:
     train_loss: float  # the mean training loss of this call's last micro-batch (as the engine reports it)
     row_losses: torch.Tensor  # [B_local] this process's rows' losses
     target_losses: torch.Tensor  # [K] at w_t, on the CPU
-    # per credited batch: (its training-row indices, first [B, K], second [B, K]), every
-    # process's rows in step order, on the CPU
-    credits: tuple[tuple[torch.Tensor, torch.Tensor, torch.Tensor], ...]
+    # per credited batch: (its training-row indices, value columns [S], first [B, S], second
+    # [B, S]), target weights applied, every process's rows in step order, on the CPU
+    credits: tuple[tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], ...]
+    credited: torch.Tensor  # [K]: what this step's update owes the valued rows (all processes), first and second order
     unattributed: Unattributed  # [K] each part, on the CPU
-
-    @property
-    def credited(self) -> torch.Tensor:
-        """[K]: Σ of the values credited at this step, first and second order."""
-        return sum(((f + s).sum(0) for _, f, s in self.credits), torch.zeros_like(self.target_losses))
 
 
 @dataclass(frozen=True)
@@ -71,8 +71,12 @@ class StepBatch:
     rows: torch.Tensor  # the step's training-row indices (all processes, in step order)
     losses: Callable | list[Callable]  # the engine's training loss function(s)
     targets: TargetSide
+    columns: torch.Tensor  # [K] each target's value column
+    scale: torch.Tensor  # [K] float64: its values' weight in the run's sums
+    final: bool  # the run's last step: every open batch is credited in full
     finish_grads: Callable[[], None] | None = None  # accumulation scaling, the all-reduce
     in_step_order: Callable[[torch.Tensor], torch.Tensor] = lambda local: local  # every process's rows
+    summed: Callable[[torch.Tensor], torch.Tensor] = lambda local: local  # Σ over processes, the same everywhere
 
 
 def applied_step(
@@ -99,11 +103,11 @@ def applied_step(
     window.open(Slot(step, now.count, idx.cpu(), len(idx), got.per_sample.detach(), grad_sum))
     weights = flat({n: p.detach() for n, p in params.items()}, names).to(torch.float64)
     applied = AppliedUpdate(now.lr, now.weight_decay, now.beta1, now.count, flat(now.precond, names), weights, flat(now.update, names))
-    credit = window.credit(applied, got.target_grads, got.target_hvps)
+    credit = window.credit(applied, TargetStep(got.target_grads, got.target_hvps, batch.columns, batch.scale), batch.final)
     optimizer.step()
-    credits = tuple((c.rows, in_step_order(c.first).cpu(), in_step_order(c.second).cpu()) for c in credit.slots)
+    credits = tuple((c.rows, c.columns, in_step_order(c.first).cpu(), in_step_order(c.second).cpu()) for c in credit.slots)
     un = credit.unattributed
     return AppliedOutcome(
-        got.train_loss, got.row_losses, got.target_losses.cpu(), credits,
+        got.train_loss, got.row_losses, got.target_losses.cpu(), credits, batch.summed(credit.credited).cpu(),
         Unattributed(un.decay.cpu(), un.carried.cpu(), un.beyond.cpu()),
     )

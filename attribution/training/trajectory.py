@@ -109,6 +109,12 @@ class Parallel:
             return torch.autocast(device.type, dtype=torch.bfloat16)
         return contextlib.nullcontext()
 
+    def summed(self, local: torch.Tensor) -> torch.Tensor:
+        """Σ over processes of `local`, in rank order: the same bits on every process."""
+        if not self.dist.active:
+            return local
+        return torch.stack(gather_rows(self.dist, local)).sum(0)
+
     def in_step_order(self, local: torch.Tensor) -> torch.Tensor:
         """Every process's rows of the step batch (`local`: this one's, micro-batches in
         order) gathered into the step batch's row order, on every process."""
@@ -224,15 +230,17 @@ def valued_steps(
             scale = rows.scale.unsqueeze(0)
             if cfg.applied_credit:
                 if tally.window is None:  # the valued phase starts: what momentum it inherits
-                    tally.window = new_window(cfg, optimizer, engine.params)
-                out = applied_step(cfg, optimizer, engine, tally.window,
-                                   StepBatch(step, idx, _micro_losses(task, batch, par), targets, finish, par.in_step_order))
+                    tally.window = new_window(cfg, optimizer, engine.params, plan.n_columns, len(rows.columns))
+                out = applied_step(cfg, optimizer, engine, tally.window, StepBatch(
+                    step, idx, _micro_losses(task, batch, par), targets, rows.columns, rows.scale, step + 1 == stop,
+                    finish, par.in_step_order, par.summed,
+                ))
                 train_loss = out.train_loss if par.trivial else float(par.in_step_order(out.row_losses.float()).mean())
                 check_finite(train_loss, f"step {step}")
-                for credited_rows, first, second in out.credits:
+                for credited_rows, columns, first, second in out.credits:
                     if not bool(torch.isfinite(first + second).all()):
                         raise TrainingError(f"non-finite values at step {step}: lower --lr (now {cfg.lr})")
-                    tally.add(credited_rows, rows.columns, first * scale, second * scale)
+                    tally.add(credited_rows, columns, first, second)
                 target_losses, credited, unattributed = out.target_losses, out.credited, out.unattributed
             else:
                 sv = engine.step(_micro_losses(task, batch, par), targets, Update(cfg.lr, valued.precondition, rows=len(idx)), finish_grads=finish)

@@ -66,6 +66,8 @@ def ledger_totals(steps: pd.DataFrame, cfg: "TrainConfig", window: "CreditWindow
         # own-step credit under AdamW computes no unattributed terms (NaN in steps.parquet)
         "exact": not steps["unattributed"].isna().any(),
         "window_steps": window.length if window is not None else None,
+        # both schemes credit the same amounts (engine/window.py); which one ran, for the record
+        "window_scheme": None if window is None else ("accumulated" if window.accumulate else "direct"),
         "measured_change": total(change),
         "value_sum": total(steps["value_sum"]),
         "unattributed": total(steps["unattributed"]),
