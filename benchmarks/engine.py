@@ -24,7 +24,7 @@ target), prints milliseconds per step and the ratio to plain training on the B+K
                many steps are timed, so its cost is the amortized one). The window is
                full, as in a run longer than it: its memory, window × B × D floats, is
                in the peak;
-- applied first, direct / applied second, direct: the same with the direct scheme
+- applied first (direct) / applied second (direct): the same with the direct scheme
                (every open batch dotted with every step's targets);
 - torch.func:  vmap(grad) per-sample gradients of all B+K rows, then the B×K dots;
 - loop:        one backward per row, then the dots.
@@ -133,7 +133,7 @@ def _method(name: str, res: int, b: int, k: int, device: torch.device, window: i
             opt.step()
         return run
     if name.startswith("applied"):
-        return _applied(unet, 2 if "second" in name else 1, window, b, k, name.endswith("direct"),
+        return _applied(unet, 2 if "second" in name else 1, window, b, k, name.endswith("(direct)"),
                         lambda: (losses(tr), TargetSide(target_losses, index, k)))
     if name == "two passes":
         # the engine's floor: plain training's backward of the B training rows (which
@@ -217,7 +217,7 @@ def _measure(name: str, res: int, b: int, k: int, repeats: int, device_name: str
 
 METHODS = (
     "plain", "two passes", "first", "second", "second, batched HVPs", "plain + AdamW step", "applied first",
-    "applied first, direct", "applied second", "applied second, direct", "torch.func", "loop",
+    "applied first (direct)", "applied second", "applied second (direct)", "torch.func", "loop",
 )
 
 

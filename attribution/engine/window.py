@@ -27,8 +27,9 @@ the same credits (tested against each other and the float64 reference):
   a batch's whole credit is β1^{r−n_s}/B_s ⟨A(close) − A(open), ∇ℓ(w_s, z)⟩ with
   A = Σ_t a_t P_t ∇ℓ_T(w_t) summed over steps: one dot when a batch opens, one when it
   closes, and one per open batch each time the base r moves — (2 + length/rebase)·B·C·D
-  per step. The base moves every `rebase` steps so that β1^{r−n_s} stays ≤ 10 and the
-  difference of the two dots loses at most a digit to cancellation.
+  per step. The base moves every `rebase` steps so that β1^{r−n_s} stays ≤ 1000 and the
+  difference of the two float64 dots loses at most three of its sixteen digits to
+  cancellation.
 
 Rows are credited at each step (direct) or when their batch closes (accumulated): a
 run's totals are the same, the rows' values only complete when the run ends. Pure tensor
@@ -64,10 +65,10 @@ def applied_weights(beta1: float, first_count: int, steps: int, length: int) -> 
 
 
 def rebase_interval(beta1: float, length: int) -> int:
-    """Steps between moves of the accumulated scheme's base: the most with β1^{−rebase} ≤ 10."""
+    """Steps between moves of the accumulated scheme's base: the most with β1^{−rebase} ≤ 1000."""
     if beta1 <= 0.0:
         return 1
-    return max(1, min(length, math.floor(math.log(0.1) / math.log(beta1))))
+    return max(1, min(length, math.floor(math.log(1e-3) / math.log(beta1))))
 
 
 def accumulates(beta1: float, length: int, columns: int, per_step: int) -> bool:
@@ -125,10 +126,12 @@ class Slot:
     start: list = field(default_factory=lambda: [None, None])  # ⟨A(open), g⟩, first and second order
     settled: list = field(default_factory=lambda: [None, None])  # its credit under earlier bases
 
+    row_sum: torch.Tensor | None = None  # [D] float64: Σ of this process's rows' ∇ℓ(w_s, z) (set when opened)
+
     def part(self, beta1: float, n: int, local: bool = False) -> torch.Tensor:
         """Its term of the first moment at count n: (1 − β1) β1^{n − n_s} g_s, g_s the step's
         mean gradient (`local`: only this process's rows, summed from their per-sample gradients)."""
-        total = self.grads.to(torch.float64).sum(0) if local else self.batch_sum
+        total = self.row_sum if local else self.batch_sum
         return total * ((1.0 - beta1) * beta1 ** (n - self.count) / self.rows_total)
 
 
@@ -192,6 +195,8 @@ class CreditWindow:
             self.rebase = rebase_interval(self.beta1, self.length)
 
     def open(self, slot: Slot) -> None:
+        if slot.row_sum is None:
+            slot.row_sum = torch.cat([b.to(torch.float64).sum(0) for b in slot.grads.split(_CHUNK, dim=1)])
         if self.accumulate:
             slot.base = self.base
             if self.terms:
@@ -342,6 +347,14 @@ class CreditWindow:
         return window
 
 
+_CHUNK = 1 << 14  # columns converted to float64 at a time: a cache-sized block (3.5× faster than all at once, measured)
+
+
 def _dots(grads: torch.Tensor, directions: torch.Tensor) -> torch.Tensor:
-    """[B, D] · [C, D]ᵀ in float64: the accumulated scheme subtracts two of them."""
-    return grads.to(torch.float64) @ directions.to(torch.float64).T
+    """[B, D] · [C, D]ᵀ in float64 (the accumulated scheme subtracts two of them), the
+    gradients converted a block of columns at a time rather than copied whole."""
+    directions = directions.to(torch.float64)
+    out = torch.zeros(grads.shape[0], directions.shape[0], dtype=torch.float64, device=grads.device)
+    for lo in range(0, grads.shape[1], _CHUNK):
+        out += grads[:, lo : lo + _CHUNK].to(torch.float64) @ directions[:, lo : lo + _CHUNK].T
+    return out
