@@ -260,3 +260,25 @@ def test_both_schemes_agree_when_each_step_evaluates_other_columns(rebase) -> No
                 total[c.rows.unsqueeze(1), c.columns] += c.first + c.second
     assert float(totals[0].abs().max()) > 0
     torch.testing.assert_close(totals[1], totals[0], rtol=1e-11, atol=1e-14 * float(totals[0].abs().max()))
+
+
+def test_a_checkpoint_written_before_the_row_sums_were_kept_resumes(problem) -> None:
+    """A window state with only the fields of the first applied-credit checkpoints (no
+    pending momentum, no row sums, no scheme) resumes to the same credits."""
+    def fresh() -> CreditWindow:
+        window = CreditWindow(BETA1, 3, torch.ones(D, dtype=torch.float64), 3)
+        for t in range(2):
+            window.open(Slot(t, 4 + t, torch.arange(t * B, (t + 1) * B), B, problem["c"][t].clone(), problem["c"][t].sum(0)))
+        return window
+
+    old_keys = ("beta1", "length", "carried", "carried_count", "beyond", "beyond_count")
+    old_slot = ("step", "count", "rows", "rows_total", "grads", "batch_sum")
+    state = fresh().state()
+    old = {k: state[k] for k in old_keys} | {"slots": [{k: s[k] for k in old_slot} for s in state["slots"]]}
+    resumed, whole = CreditWindow.from_state(old), fresh()
+    step = AppliedUpdate(LR, WD, BETA1, 5, torch.ones(D, dtype=torch.float64), problem["w0"], problem["w0"])
+    targets = TargetStep.plain(target_grad(problem, problem["w0"]))
+    got, want = resumed.credit(step, targets), whole.credit(step, targets)
+    torch.testing.assert_close(got.credited, want.credited, rtol=1e-14, atol=0)
+    for a, b in zip(got.slots, want.slots, strict=True):
+        assert torch.equal(a.first, b.first)

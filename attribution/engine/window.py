@@ -63,7 +63,6 @@ def applied_weights(beta1: float, first_count: int, steps: int, length: int) -> 
     return out
 
 
-
 def rebase_interval(beta1: float, length: int) -> int:
     """Steps between moves of the accumulated scheme's base: the most with β1^{−rebase} ≤ 1000."""
     if beta1 <= 0.0:
@@ -125,7 +124,6 @@ class Slot:
     base: int = 0  # the base r its dots are against
     start: list = field(default_factory=lambda: [None, None])  # ⟨A(open), g⟩, first and second order
     settled: list = field(default_factory=lambda: [None, None])  # its credit under earlier bases
-
     row_sum: torch.Tensor | None = None  # [D] float64: Σ of this process's rows' ∇ℓ(w_s, z) (set when opened)
 
     def part(self, beta1: float, n: int, local: bool = False) -> torch.Tensor:
@@ -196,7 +194,7 @@ class CreditWindow:
 
     def open(self, slot: Slot) -> None:
         if slot.row_sum is None:
-            slot.row_sum = torch.cat([b.to(torch.float64).sum(0) for b in slot.grads.split(_CHUNK, dim=1)])
+            slot.row_sum = _row_sum(slot.grads)
         if self.accumulate:
             slot.base = self.base
             if self.terms:
@@ -217,9 +215,7 @@ class CreditWindow:
         closing = [final or n - s.count + 1 >= self.length for s in self.slots]
         if self.accumulate:
             self._add(step, (uw, vw), targets.columns)
-            every = torch.arange(self.columns)
-            slots = tuple(SlotCredit(s.step, s.rows, every, *self._settle(s, second=v is not None))
-                          for s, c in zip(self.slots, closing) if c)
+            slots = tuple(self._paid(s) for s, c in zip(self.slots, closing) if c)
         else:
             slots = tuple(self._direct(step, s, uw, vw, targets.columns) for s in self.slots)
         credited = self._momentum(step, self._pending_at(n), u, v)
@@ -253,8 +249,9 @@ class CreditWindow:
             self.sums[i].index_add_(0, columns.to(x.device), x, alpha=a)
         self.terms += 1
 
-    def _settle(self, slot: Slot, second: bool) -> list[torch.Tensor]:
-        """A batch's credit so far: what earlier bases settled + β1^{r−n_s}/B_s (⟨A, g⟩ − ⟨A(open), g⟩)."""
+    def _settle(self, slot: Slot) -> list[torch.Tensor | None]:
+        """A batch's credit so far, first and second order: what earlier bases settled +
+        β1^{r−n_s}/B_s (⟨A, g⟩ − ⟨A(open), g⟩); None where nothing is summed (order 1's second)."""
         f = self.beta1 ** (slot.base - slot.count) / slot.rows_total
         out = []
         for i, a in enumerate(self.sums):
@@ -266,16 +263,19 @@ class CreditWindow:
                 d = d - slot.start[i]
             d = d * f
             out.append(d if slot.settled[i] is None else slot.settled[i] + d)
-        if out[0] is None:  # no step summed yet: nothing credited
-            out[0] = torch.zeros(slot.grads.shape[0], self.columns, dtype=torch.float64, device=slot.grads.device)
-        if out[1] is None or not second:
-            out[1] = torch.zeros_like(out[0])
         return out
+
+    def _paid(self, slot: Slot) -> SlotCredit:
+        """A closing batch's whole credit, in every value column."""
+        first, second = self._settle(slot)
+        if first is None:  # no step summed yet: nothing credited
+            first = torch.zeros(slot.grads.shape[0], self.columns, dtype=torch.float64, device=slot.grads.device)
+        return SlotCredit(slot.step, slot.rows, torch.arange(self.columns), first, torch.zeros_like(first) if second is None else second)
 
     def _move_base(self, n: int) -> None:
         """Settle every open batch against A, then restart A from zero at base n."""
         for slot in self.slots:
-            slot.settled = [None if a is None else x for a, x in zip(self.sums, self._settle(slot, second=True))]
+            slot.settled = self._settle(slot)
             slot.start, slot.base = [None, None], n
         for a in self.sums:
             if a is not None:
@@ -340,6 +340,9 @@ class CreditWindow:
     def from_state(cls, state: dict) -> "CreditWindow":
         state = dict(state)
         slots = [Slot(**s) for s in state.pop("slots")]
+        for slot in slots:  # a checkpoint written before the row sums were kept
+            if slot.row_sum is None:
+                slot.row_sum = _row_sum(slot.grads)
         window = cls(**state, slots=slots)
         if "pending" not in state and slots:  # a checkpoint written before `pending` was kept
             window.pending_count = max(s.count for s in slots)
@@ -348,6 +351,11 @@ class CreditWindow:
 
 
 _CHUNK = 1 << 14  # columns converted to float64 at a time: a cache-sized block (3.5× faster than all at once, measured)
+
+
+def _row_sum(grads: torch.Tensor) -> torch.Tensor:
+    """[D] float64: Σ of the rows of [B, D], converted a block of columns at a time."""
+    return torch.cat([block.to(torch.float64).sum(0) for block in grads.split(_CHUNK, dim=1)])
 
 
 def _dots(grads: torch.Tensor, directions: torch.Tensor) -> torch.Tensor:

@@ -227,7 +227,6 @@ def valued_steps(
             mine, gather = par.target_share(rows)
             targets = TargetSide(lambda sel: task.losses(mine.select(sel)), mine.slot, len(mine.columns), gather)
             finish = None if par.trivial else lambda: par.finish_grads(optimizer)
-            scale = rows.scale.unsqueeze(0)
             if cfg.applied_credit:
                 if tally.window is None:  # the valued phase starts: what momentum it inherits
                     tally.window = new_window(cfg, optimizer, engine.params, plan.n_columns, len(rows.columns))
@@ -244,6 +243,7 @@ def valued_steps(
                 target_losses, credited, unattributed = out.target_losses, out.credited, out.unattributed
             else:
                 sv = engine.step(_micro_losses(task, batch, par), targets, Update(cfg.lr, valued.precondition, rows=len(idx)), finish_grads=finish)
+                scale = rows.scale.unsqueeze(0)
                 if not par.trivial:  # every process's rows, in the batch's order, everywhere
                     sv = dataclasses.replace(
                         sv,
