@@ -9,7 +9,7 @@ from pathlib import Path
 
 import typer
 
-from royalty.attribution.training.config import TrainConfig, mixed_precision_of
+from royalty.attribution.training.config import FINE_TUNE, FROM_SCRATCH, Recipe, TrainConfig, mixed_precision_of, recipe_options
 from royalty.cli.app import app
 from royalty.cli.console import make_console, print_error, write_stdout
 from royalty.cli.errors import EXIT_INTERRUPTED
@@ -41,17 +41,17 @@ def train_command(
     lora_alpha: float = typer.Option(None, "--lora-alpha", help="LoRA alpha (scale alpha/R). Default: R.", show_default=False),
     lora_targets: list[str] = typer.Option([], "--lora-targets", metavar="NAME", help="Module names that get adapters (repeatable). Default: to_k, to_q, to_v, to_out.0 (the attention projections).", show_default=False),
     resolution: int = typer.Option(DEFAULT.resolution, "--resolution", help="Image side in pixels."),
-    steps: int = typer.Option(None, "--steps", help="Optimizer steps (default: 1 epoch)."),
+    steps: int = typer.Option(None, "--steps", help=f"Optimizer steps. Default: 1 epoch from scratch, {FINE_TUNE.epochs:g} epochs for a text-to-image base.", show_default=False),
     epochs: float = typer.Option(None, "--epochs", help="Passes over the training data (instead of --steps)."),
     batch_size: int = typer.Option(DEFAULT.batch_size, "--batch-size", help="Training images per step."),
-    lr: float = typer.Option(DEFAULT.lr, "--lr", help="Learning rate."),
-    optimizer: str = typer.Option(DEFAULT.optimizer, "--optimizer", help="sgd or adamw."),
+    lr: float = typer.Option(None, "--lr", help=f"Learning rate. Default: {FROM_SCRATCH.lr:g} from scratch, {FINE_TUNE.lr:g} for a text-to-image base.", show_default=False),
+    optimizer: str = typer.Option(None, "--optimizer", help=f"sgd or adamw. Default: {FROM_SCRATCH.optimizer} from scratch, {FINE_TUNE.optimizer} for a text-to-image base.", show_default=False),
     weight_decay: float = typer.Option(DEFAULT.weight_decay, "--weight-decay", help="Weight decay (its effect is reported as unattributed, never paid to an image)."),
     credit: str = typer.Option(DEFAULT.credit, "--credit", help="applied: credit the update the optimizer applies (AdamW's momentum spread over the batches in it); own-step: each batch's preconditioned gradient at its own step. Same for plain SGD."),
     credit_window: int = typer.Option(None, "--credit-window", metavar="STEPS", help="With --credit applied: steps a batch stays credited through momentum (default: until β1^STEPS ≤ 1e-4, 88 for AdamW's 0.9); older momentum is reported as unattributed.", show_default=False),
     order: int = typer.Option(DEFAULT.order, "--order", help="1: first-order values; 2: adds the curvature term."),
-    timestep_draws: int = typer.Option(DEFAULT.timestep_draws, "--timestep-draws", help="Fixed (timestep, noise) draws per target image (M)."),
-    target_max_timestep: int = typer.Option(DEFAULT.target_max_timestep, "--target-max-timestep", help="Target draws use timesteps below this (low noise is more faithful)."),
+    timestep_draws: int = typer.Option(None, "--timestep-draws", help=f"Fixed (timestep, noise) draws per target image (M). Default: {FROM_SCRATCH.timestep_draws} from scratch, {FINE_TUNE.timestep_draws} for a text-to-image base.", show_default=False),
+    target_max_timestep: int = typer.Option(None, "--target-max-timestep", help=f"Target draws use timesteps below this (low noise is more faithful). Default: {FROM_SCRATCH.target_max_timestep} from scratch, {FINE_TUNE.target_max_timestep} for a text-to-image base.", show_default=False),
     train_max_timestep: int = typer.Option(None, "--train-max-timestep", help="Valued steps draw training timesteps below this (default: all; the warm-up always uses all).", show_default=False),
     estimator: str = typer.Option(DEFAULT.estimator, "--estimator", help="Target side: exact (fixed draws), fresh (one new draw per step) or subset."),
     target_subset: int = typer.Option(DEFAULT.target_subset, "--target-subset", help="Targets evaluated per step with --estimator subset."),
@@ -71,10 +71,13 @@ def train_command(
     quiet: bool = QuietOption,
 ) -> None:
     """Fine-tune a diffusion model on owner-tagged images and value every image for every target."""
+    recipe = recipe_options(
+        recipe_for(model), steps=steps, epochs=epochs, lr=lr, optimizer=optimizer, timestep_draws=timestep_draws,
+        target_max_timestep=target_max_timestep,
+    )
     config = TrainConfig(
-        data=data, targets=targets, out=out, model=model, resolution=resolution, steps=steps, epochs=epochs,
-        batch_size=batch_size, lr=lr, optimizer=optimizer, weight_decay=weight_decay, order=order,
-        timestep_draws=timestep_draws, target_max_timestep=target_max_timestep, train_max_timestep=train_max_timestep, estimator=estimator,
+        data=data, targets=targets, out=out, model=model, resolution=resolution, **recipe,
+        batch_size=batch_size, weight_decay=weight_decay, order=order, train_max_timestep=train_max_timestep, estimator=estimator,
         target_subset=target_subset, reference=reference, seed=seed, values=not no_values,
         checkpoint_every=checkpoint_every, warmup_steps=warmup_steps, warmup_lr=warmup_lr, freeze=tuple(freeze),
         gradient_accumulation_steps=gradient_accumulation_steps, mixed_precision=mixed_precision_of(mixed_precision),
@@ -91,6 +94,15 @@ def train_command(
     with launched(target) as dist:
         with _on_rank(dist):
             _train(config, resume, force, quiet or not dist.is_main, dist, target)
+
+
+def recipe_for(model: Path | None) -> Recipe:
+    """The fine-tune recipe for a text-to-image base, the from-scratch one otherwise."""
+    if model is None:
+        return FROM_SCRATCH
+    from royalty.attribution.model.text_to_image import is_text_to_image  # imports torch
+
+    return FINE_TUNE if is_text_to_image(model) else FROM_SCRATCH
 
 
 def _train(config, resume: bool, force: bool, quiet: bool, dist, device) -> None:

@@ -135,7 +135,7 @@ def test_a_full_unet_fine_tune_saves_a_pipeline(folders, tmp_path) -> None:
 
     out = tmp_path / "full"
     proc = royalty("train", folders["data"], "--targets", folders["targets"], "--out", out, "--model", folders["base"],
-                   "--steps", "2", "--lora-rank", "0", "--lr", "0.01", *T2I, "--quiet")
+                   "--steps", "2", "--lora-rank", "0", "--optimizer", "sgd", "--lr", "0.01", *T2I, "--quiet")
     assert proc.returncode == 0, proc.stderr
     assert "lora" not in json.loads((out / "run.json").read_text())["model_source"]
     pipe = StableDiffusionPipeline.from_pretrained(out / "model", local_files_only=True)
@@ -145,7 +145,7 @@ def test_a_full_unet_fine_tune_saves_a_pipeline(folders, tmp_path) -> None:
 def test_v_prediction_pipelines_train(folders, tmp_path) -> None:
     out = tmp_path / "v"
     proc = royalty("train", folders["data"], "--targets", folders["targets"], "--out", out, "--model", folders["vbase"],
-                   "--steps", "2", "--lr", "0.01", *T2I, "--quiet")
+                   "--steps", "2", "--optimizer", "sgd", "--lr", "0.01", *T2I, "--quiet")
     assert proc.returncode == 0, proc.stderr
     assert json.loads((out / "run.json").read_text())["model_source"]["prediction_type"] == "v_prediction"
 
@@ -267,3 +267,25 @@ def test_audit_retrains_a_text_to_image_run_through_its_task(lora_run) -> None:
     checks = json.loads(proc.stdout)["checks"]
     assert checks["base_matches_run"] is True
     assert checks["grand_coalition_reproduces_run"] is True
+
+
+def test_a_text_to_image_base_gets_the_fine_tune_recipe_and_a_pixel_unet_the_from_scratch_one(folders, tmp_path):
+    """Options left out come from the recipe for the model; an option given always wins."""
+    from royalty.attribution.training.config import FINE_TUNE, FROM_SCRATCH, TrainConfig
+
+    common = ("--resolution", "16", "--batch-size", "4", "--seed", "0", "--quiet")
+    royalty("train", folders["data"], "--targets", folders["targets"], "--out", tmp_path / "ft", "--model", folders["base"],
+            "--steps", "1", *common, check=True)
+    config = json.loads((tmp_path / "ft" / "run.json").read_text())["config"]
+    assert (config["optimizer"], config["lr"], config["timestep_draws"], config["target_max_timestep"]) == (
+        FINE_TUNE.optimizer, FINE_TUNE.lr, FINE_TUNE.timestep_draws, FINE_TUNE.target_max_timestep)
+    assert (config["steps"], config["epochs"]) == (1, None)  # --steps given: the recipe's length does not apply
+    royalty("train", folders["data"], "--targets", folders["targets"], "--out", tmp_path / "own", "--model", folders["base"],
+            "--optimizer", "sgd", "--lr", "0.05", "--timestep-draws", "1", *common, check=True)
+    config = json.loads((tmp_path / "own" / "run.json").read_text())["config"]
+    assert (config["optimizer"], config["lr"], config["timestep_draws"]) == ("sgd", 0.05, 1)
+    assert (config["steps"], config["epochs"]) == (None, FINE_TUNE.epochs)
+    # the library's own defaults are the from-scratch recipe: the command without --model changes nothing
+    plain = TrainConfig(data=Path(), targets=Path(), out=Path())
+    assert (plain.optimizer, plain.lr, plain.timestep_draws, plain.target_max_timestep, plain.epochs) == (
+        FROM_SCRATCH.optimizer, FROM_SCRATCH.lr, FROM_SCRATCH.timestep_draws, FROM_SCRATCH.target_max_timestep, FROM_SCRATCH.epochs)

@@ -57,6 +57,22 @@ def test_tokenizer_merges_and_truncates(tmp_path: Path) -> None:
     assert len(ids) == MAX_LENGTH and ids[0] == tok.bos_token_id and ids[-1] == tok.eos_token_id
 
 
+def test_a_tokenizer_built_with_words_makes_each_word_one_token(tmp_path: Path) -> None:
+    """A base trained on captions: each caption word one token, other text still byte-complete."""
+    words = ("fox", "smiling", "face", "with", "sunglasses", "a", "cat")
+    build_tokenizer(tmp_path, MAX_LENGTH, words)
+    tok = CLIPTokenizer.from_pretrained(tmp_path, local_files_only=True)
+    assert tok.tokenize("smiling face with sunglasses") == ["smiling</w>", "face</w>", "with</w>", "sunglasses</w>"]
+    assert tok.tokenize("Fox") == ["fox</w>"] and tok.tokenize("cat") == ["cat</w>"]
+    # a word outside the list falls back to smaller pieces, never to an unknown token
+    ids = tok("foxglove").input_ids
+    assert tok.decode(ids, skip_special_tokens=True) == "foxglove" and tok.unk_token_id not in ids[1:-1]
+    # without words, the files are what they always were
+    build_tokenizer(tmp_path / "plain", MAX_LENGTH)
+    build_tokenizer(tmp_path / "plain-again", MAX_LENGTH, ())
+    assert digests(tmp_path / "plain") == digests(tmp_path / "plain-again")
+
+
 def test_tokenizer_files_are_reproducible(tmp_path: Path) -> None:
     build_tokenizer(tmp_path / "a", MAX_LENGTH)
     build_tokenizer(tmp_path / "b", MAX_LENGTH)

@@ -49,6 +49,9 @@ class TinyPipelineConfig:
     vae_channels: tuple[int, ...] = (32, 64)
     prediction_type: str = "epsilon"
     norm_num_groups: int = 8
+    sample_size: int = 16  # the image side the pipeline generates by default
+    # words the tokenizer merges into whole tokens (a base trained on captions); empty: bytes only
+    words: tuple[str, ...] = ()
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -61,16 +64,55 @@ class TinyPipelineConfig:
             raise ValueError("max_length must leave room for the start and end tokens")
 
 
-def _vocab() -> dict[str, int]:
+def _bpe(pieces: list[str], ranks: dict[tuple[str, str], int]) -> list[str]:
+    """CLIP's BPE on one word: merge the best-ranked adjacent pair, everywhere, until none is known."""
+    while len(pieces) > 1:
+        pair = min(zip(pieces, pieces[1:]), key=lambda p: ranks.get(p, len(ranks)))
+        if pair not in ranks:
+            break
+        merged, i = [], 0
+        while i < len(pieces):
+            if i + 1 < len(pieces) and (pieces[i], pieces[i + 1]) == pair:
+                merged.append(pieces[i] + pieces[i + 1])
+                i += 2
+            else:
+                merged.append(pieces[i])
+                i += 1
+        pieces = merged
+    return pieces
+
+
+def word_merges(words: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
+    """BPE merges, after the fixed pairs, under which each of `words` is one token.
+
+    Each word is tokenized with the merges so far and its two leftmost pieces merged, until
+    it is whole; merges added later rank lower, so they never split a word listed earlier.
+    """
+    merges = list(_MERGES)
+    ranks = {pair: i for i, pair in enumerate(merges)}
+    table = bytes_to_unicode()
+    for word in sorted(set(w.lower() for w in words)):
+        encoded = "".join(table[b] for b in word.encode("utf-8"))
+        if not encoded:
+            continue
+        pieces = _bpe([*encoded[:-1], encoded[-1] + "</w>"], ranks)
+        while len(pieces) > 1:
+            ranks[(pieces[0], pieces[1])] = len(merges)
+            merges.append((pieces[0], pieces[1]))
+            pieces = _bpe(pieces, ranks)
+    return tuple(merges)
+
+
+def _vocab(merges: tuple[tuple[str, str], ...]) -> dict[str, int]:
     """CLIP's vocabulary layout: bytes, bytes ending a word, merged pairs, then the two specials."""
     chars = list(bytes_to_unicode().values())
     vocab: dict[str, int] = {}
-    for token in [*chars, *(c + "</w>" for c in chars), *(a + b for a, b in _MERGES), BOS, EOS]:
+    for token in [*chars, *(c + "</w>" for c in chars), *(a + b for a, b in merges), BOS, EOS]:
         vocab.setdefault(token, len(vocab))
     return vocab
 
 
-def build_tokenizer(folder: Path, max_length: int) -> None:
+def build_tokenizer(folder: Path, max_length: int, words: tuple[str, ...] = ()) -> None:
     """Write a CLIP tokenizer (vocab.json, merges.txt, tokenizer_config.json) into `folder`.
 
     Every byte has a token, so any text (any unicode) tokenizes without an unknown token;
@@ -79,6 +121,7 @@ def build_tokenizer(folder: Path, max_length: int) -> None:
     """
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
+    merges = word_merges(words)
     config = {
         "tokenizer_class": "CLIPTokenizer",
         "model_max_length": max_length,
@@ -88,8 +131,8 @@ def build_tokenizer(folder: Path, max_length: int) -> None:
         "pad_token": EOS,
     }
     files = {
-        "vocab.json": json.dumps(_vocab(), ensure_ascii=False, indent=2) + "\n",
-        "merges.txt": "#version: 0.2\n" + "".join(f"{a} {b}\n" for a, b in _MERGES),
+        "vocab.json": json.dumps(_vocab(merges), ensure_ascii=False, indent=2) + "\n",
+        "merges.txt": "#version: 0.2\n" + "".join(f"{a} {b}\n" for a, b in merges),
         "tokenizer_config.json": json.dumps(config, indent=2) + "\n",
     }
     for name, text in files.items():
@@ -101,7 +144,7 @@ def _models(config: TinyPipelineConfig, vocab_size: int, bos: int, eos: int) -> 
     vae_factor = 2 ** (len(config.vae_channels) - 1)
     n_unet = len(config.unet_channels)
     unet = UNet2DConditionModel(
-        sample_size=16 // vae_factor,  # the default 16x16 image, in latents
+        sample_size=config.sample_size // vae_factor,  # the default image, in latents
         in_channels=config.latent_channels,
         out_channels=config.latent_channels,
         layers_per_block=1,
@@ -123,7 +166,7 @@ def _models(config: TinyPipelineConfig, vocab_size: int, bos: int, eos: int) -> 
         layers_per_block=1,
         latent_channels=config.latent_channels,
         norm_num_groups=config.norm_num_groups,
-        sample_size=16,
+        sample_size=config.sample_size,
     )
     text_config = CLIPTextConfig(
         vocab_size=vocab_size,
@@ -148,7 +191,7 @@ def build_tiny_pipeline(folder: Path, config: TinyPipelineConfig = TinyPipelineC
     files, and the caller's global RNG state is left as it was.
     """
     folder = Path(folder)
-    build_tokenizer(folder / "tokenizer", config.max_length)
+    build_tokenizer(folder / "tokenizer", config.max_length, config.words)
     tokenizer = CLIPTokenizer.from_pretrained(folder / "tokenizer", local_files_only=True)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.seed)

@@ -42,6 +42,39 @@ REFERENCE_TARGETS_MEAN = "targets-mean"
 REFERENCE_NONE = "none"
 
 
+@dataclass(frozen=True)
+class Recipe:
+    """What `royalty train` uses for the recipe options a user leaves out: one per kind of model."""
+
+    optimizer: str
+    lr: float
+    timestep_draws: int
+    target_max_timestep: int
+    epochs: float | None = None  # None: one epoch (when --steps is not given either)
+
+
+# A pixel UNet trained from nothing: plain SGD, whose values are exact first-order Shapley values.
+FROM_SCRATCH = Recipe(optimizer="sgd", lr=0.01, timestep_draws=4, target_max_timestep=250)
+# A LoRA fine-tune of a captioned text-to-image base: the recipe measured on the shipped base
+# (BENCHMARKS.md, "Owner accuracy"): AdamW, low-noise targets, a few epochs.
+FINE_TUNE = Recipe(optimizer="adamw", lr=1e-3, timestep_draws=2, target_max_timestep=100, epochs=4.0)
+
+
+def recipe_options(recipe: Recipe, **given: Any) -> dict[str, Any]:
+    """The recipe's options, overridden by each one the user gave (not None).
+
+    The recipe's length applies only when neither --steps nor --epochs was given.
+    """
+    out: dict[str, Any] = {
+        "optimizer": recipe.optimizer, "lr": recipe.lr, "timestep_draws": recipe.timestep_draws,
+        "target_max_timestep": recipe.target_max_timestep,
+    }
+    out.update({k: v for k, v in given.items() if v is not None})
+    if given.get("steps") is None and given.get("epochs") is None:
+        out["epochs"] = recipe.epochs
+    return out
+
+
 def mixed_precision_of(requested: str | None, env: Mapping[str, str] = os.environ) -> str:
     """--mixed-precision, or what `accelerate launch --mixed_precision` asked for.
 
