@@ -29,6 +29,14 @@ def test_every_train_default_is_the_configs() -> None:
     for param in command.params:
         if param.name in COMMAND_ONLY:
             continue
+        if param.name in ("lr", "optimizer", "timestep_draws", "target_max_timestep"):
+            # recipe options: None on the command line, resolved by the model's recipe; the
+            # library's defaults are the from-scratch recipe (test_text_to_image checks both)
+            from royalty.attribution.training.config import FROM_SCRATCH
+
+            assert param.default is None and getattr(config, param.name) == getattr(FROM_SCRATCH, param.name)
+            checked += 1
+            continue
         field, convert = DIFFERENT_FORM.get(param.name, (param.name, lambda cli: cli))
         assert field in fields, f"--{param.name} has no TrainConfig field"
         assert convert(param.default) == getattr(config, field), f"--{param.name}: {param.default!r} vs {getattr(config, field)!r}"
