@@ -27,8 +27,14 @@ ADAM2 = (*BASE, "--optimizer", "adamw", "--lr", "0.002", "--order", "2")
 SGD_RTOL = 1e-5
 # Adam's early steps are ≈ lr·sign(g): where a gradient component is ~0 the summation
 # order can flip its sign, so weights may differ by up to 2·lr per step in such
-# coordinates (observed 6 % of lr) and values by ~1e-4 of their scale (observed 3e-5)
+# coordinates (observed 6 % of lr) and values by ~1e-4 of their scale (observed 3e-5).
+# How far depends on the CPU's kernels: on one machine one process at 1 thread and at 2
+# threads differed by 1.2e-3 of the scale (order 2). So an AdamW comparison also runs one
+# process at another thread count (ADAM_FLOOR_THREADS) and allows twice that distance when
+# it is larger than ADAM_RTOL: two processes must agree with one as closely as one process
+# agrees with itself.
 ADAM_RTOL = 1e-3
+ADAM_FLOOR_THREADS = 2
 
 
 def _launch_env() -> dict[str, str]:
@@ -93,21 +99,28 @@ def _weights(run: Path) -> dict[str, torch.Tensor]:
     return UNet2DModel.from_pretrained(run / run_folder.MODEL_DIR / "unet").state_dict()
 
 
-def _assert_same_run(a: Path, b: Path, rtol: float, weights_atol: float) -> None:
+def _assert_same_run(a: Path, b: Path, rtol: float, weights_atol: float, floor: Path | None = None) -> None:
+    """b is run a on other processes; `floor`: run a again at another thread count (see ADAM_RTOL)."""
     va, vb = _values(a), _values(b)
+    vf = _values(floor) if floor is not None else va
     assert va[["sample_id", "owner", "target_id"]].equals(vb[["sample_id", "owner", "target_id"]])
     for column in ("value", "value_first_order", "value_second_order", "value_specific"):
-        x, y = va[column].to_numpy(), vb[column].to_numpy()
+        x, y, f = va[column].to_numpy(), vb[column].to_numpy(), vf[column].to_numpy()
         scale = max(float(np.abs(x).max()), 1e-12)
-        assert float(np.abs(x - y).max()) <= rtol * scale, (column, float(np.abs(x - y).max()), scale)
+        allowed = max(rtol * scale, 2 * float(np.abs(x - f).max()))
+        assert float(np.abs(x - y).max()) <= allowed, (column, float(np.abs(x - y).max()), scale, allowed)
     sa, sb = pd.read_parquet(a / run_folder.STEPS), pd.read_parquet(b / run_folder.STEPS)
+    sf = pd.read_parquet(floor / run_folder.STEPS) if floor is not None else sa
     assert sa["step"].tolist() == sb["step"].tolist()
     for column in ("train_loss", "target_loss_before", "target_loss_after", "value_sum"):
-        np.testing.assert_allclose(sb[column], sa[column], rtol=rtol, atol=0)
-    wa, wb = _weights(a), _weights(b)
+        x, y, f = sa[column].to_numpy(), sb[column].to_numpy(), sf[column].to_numpy()
+        allowed = np.maximum(rtol * np.abs(x), 2 * np.abs(x - f))
+        assert (np.abs(x - y) <= allowed).all(), (column, np.abs(x - y), allowed)
+    wa, wb, wf = _weights(a), _weights(b), _weights(floor) if floor is not None else None
     assert wa.keys() == wb.keys()
     worst = max(float((wa[k] - wb[k]).abs().max()) for k in wa)
-    assert worst <= weights_atol, worst
+    allowed = weights_atol if wf is None else max(weights_atol, 2 * max(float((wa[k] - wf[k]).abs().max()) for k in wa))
+    assert worst <= allowed, (worst, allowed)
 
 
 def _targets_folder(root: Path, owners: tuple[str, ...]) -> Path:

@@ -13,13 +13,14 @@ own in test_distributed_launch.py.
 from __future__ import annotations
 
 import json
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from distributed_fixtures import (
-    ADAM2, ADAM_RTOL, SGD, SGD_RTOL, _assert_same_run, _check, _values, accelerate, make_folders, torchrun,
+    ADAM2, ADAM_FLOOR_THREADS, ADAM_RTOL, SGD, SGD_RTOL, _assert_same_run, _check, _values, accelerate, make_folders, torchrun,
 )
 from royalty.attribution.contract import run_folder
 from train_fixtures import royalty
@@ -43,6 +44,7 @@ def runs(folders, tmp_path_factory) -> dict[str, tuple[Path, str]]:
         "two-accumulated": (torchrun, ("--batch-size", "2", "--gradient-accumulation-steps", "2", *SGD)),
         "one-adam2": (royalty, ("--batch-size", "4", *ADAM2)),
         "two-adam2": (torchrun, ("--batch-size", "4", *ADAM2)),
+        "one-adam2-floor": (partial(royalty, threads=ADAM_FLOOR_THREADS), ("--batch-size", "4", *ADAM2)),
     }
     out = {}
     for name, (launch, args) in recipes.items():
@@ -86,7 +88,7 @@ def test_adamw_second_order_on_two_processes(runs) -> None:
     """AdamW's P needs the all-reduced gradient, order 2's HVP the global batch gradient."""
     one, two = runs["one-adam2"][0], runs["two-adam2"][0]
     assert _values(one)["value_second_order"].abs().max() > 0
-    _assert_same_run(one, two, ADAM_RTOL, weights_atol=0.002)  # = lr: see ADAM_RTOL
+    _assert_same_run(one, two, ADAM_RTOL, weights_atol=0.002, floor=runs["one-adam2-floor"][0])  # = lr: see ADAM_RTOL
 
 
 def test_resume_on_another_number_of_processes_is_refused(runs, tmp_path) -> None:
