@@ -2,7 +2,7 @@
 
     python benchmarks/attribute.py [--out runs/bench-attribute] [--every 5 25]
 
-Trains the README's main job on sample_data with a checkpoint every min(--every) steps,
+Trains the from-scratch job (README, "Training without a base") on sample_data with a checkpoint every min(--every) steps,
 then attributes sample_data/targets three ways — replay (exact), and checkpoints with
 windows of each k in --every (a copy of the run keeping only the checkpoints at
 multiples of k) — timing each command end to end, and compares, per target, the
@@ -71,7 +71,7 @@ def main() -> None:
     own = pd.read_parquet(run / "values.parquet")
     replayed = pd.read_parquet(run / "attributions" / "replay" / "values.parquet")
     rel = float((own["value"] - replayed["value"]).abs().max() / own["value"].abs().max())
-    print(f"train (main job + checkpoints every {base}): {train_s:.1f} s; replay: {replay_s:.1f} s; "
+    print(f"train (from-scratch job + checkpoints every {base}): {train_s:.1f} s; replay: {replay_s:.1f} s; "
           f"replay vs the run's own values: max relative difference {rel:.2e}")
     rows = []
     for k in args.every:

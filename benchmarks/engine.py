@@ -226,7 +226,7 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--quick", action="store_true", help="16 px, B=16/K=4 only")
     ap.add_argument("--device", default="cpu", help="cpu or cuda (each method in a forked child, which starts CUDA itself)")
-    ap.add_argument("--window", type=int, default=50, help="open batches in the applied rows' credit window (the README main job's 50 valued steps)")
+    ap.add_argument("--window", type=int, default=50, help="open batches in the applied rows' credit window (the from-scratch job's 50 valued steps)")
     ap.add_argument("--methods", default=",".join(METHODS), help="comma-separated subset (plain is always measured)")
     args = ap.parse_args()
     ctx = mp.get_context("fork")

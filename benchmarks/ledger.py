@@ -1,9 +1,9 @@
-"""The README main job's ledger: do the values and the unattributed terms account for the
+"""The from-scratch job's ledger: do the values and the unattributed terms account for the
 change of the targets' loss, step by step? (docs/design.md §1.6)
 
     python benchmarks/ledger.py [--out runs/ledger] [--seeds 0,1,2] [--orders 1,2] [--credits applied,own-step]
 
-Trains the README's main job (100 AdamW warm-up steps at 1e-3, 50 valued AdamW steps at
+Trains the from-scratch job of the README ("Training without a base": 100 AdamW warm-up steps at 1e-3, 50 valued AdamW steps at
 2e-4, two target draws at t < 100, 32 px) once per seed, order and credit, reusing a
 finished run with the same recipe, and prints the markdown table BENCHMARKS.md quotes:
 Σ over the valued steps of each ledger column, |Σ residual| / |Σ measured change|, and
