@@ -16,40 +16,31 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-import numpy as np
-import pandas as pd
 import torch
-from diffusers import StableDiffusionPipeline
-from PIL import Image
 
-HERE = Path(__file__).resolve().parent.parent
+from base_probe import REPO, BaseProbe, single_style_targets
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--model", type=Path, default=HERE / "base" / "emoji-base")
-    ap.add_argument("--targets", type=Path, default=HERE / "sample_data" / "targets")
+    ap.add_argument("--model", type=Path, default=REPO / "base" / "emoji-base")
+    ap.add_argument("--targets", type=Path, default=REPO / "sample_data" / "targets")
     ap.add_argument("--draws", type=int, default=16)
     args = ap.parse_args()
-    pipe = StableDiffusionPipeline.from_pretrained(args.model, safety_checker=None, requires_safety_checker=False)
-    meta = pd.read_csv(args.targets / "metadata.csv", dtype=str, keep_default_na=False)
-    meta = meta[meta.owner != ""].reset_index(drop=True)
-    x = torch.stack([torch.from_numpy(np.asarray(Image.open(args.targets / f).convert("RGB"), dtype=np.float32) / 127.5 - 1).permute(2, 0, 1) for f in meta.file_name])
+    probe = BaseProbe(args.model)
+    meta = single_style_targets(args.targets)
     prompts = sorted(set(meta.caption)) + [""]
     n = len(meta)
+    lat = probe.latents(args.targets, meta.file_name)
+    states = probe.text_states(prompts)
+    g = torch.Generator().manual_seed(0)
+    loss = torch.zeros(n, len(prompts))
     with torch.no_grad():
-        lat = pipe.vae.encode(x).latent_dist.mean * pipe.vae.config.scaling_factor
-        ids = pipe.tokenizer(prompts, padding="max_length", max_length=pipe.tokenizer.model_max_length, truncation=True, return_tensors="pt").input_ids
-        states = pipe.text_encoder(ids)[0]
-        g = torch.Generator().manual_seed(0)
-        loss = torch.zeros(n, len(prompts))
         for _ in range(args.draws):
             t = torch.randint(100, 900, (n,), generator=g)
             noise = torch.randn(lat.shape, generator=g)
-            noisy = pipe.scheduler.add_noise(lat, noise, t)
             for j in range(len(prompts)):
-                pred = pipe.unet(noisy, t, encoder_hidden_states=states[j : j + 1].expand(n, -1, -1)).sample
-                loss[:, j] += ((pred - noise) ** 2).mean(dim=(1, 2, 3)) / args.draws
+                loss[:, j] += probe.noise_loss(probe.pipe.unet, lat, states[j : j + 1].expand(n, -1, -1), t, noise) / args.draws
     true = torch.tensor([prompts.index(c) for c in meta.caption])
     right = int((loss[:, :-1].argmin(1) == true).sum())
     own = loss[torch.arange(n), true]

@@ -25,43 +25,26 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from diffusers import StableDiffusionPipeline
-from PIL import Image
+
+from base_probe import REPO, BaseProbe, single_style_targets
 
 BANDS = ((0, 100), (100, 500), (500, 1000))
-HERE = Path(__file__).resolve().parent.parent
-
-
-def images(folder: Path, names: pd.Series) -> torch.Tensor:
-    return torch.stack([torch.from_numpy(np.asarray(Image.open(folder / n).convert("RGB"), dtype=np.float32) / 127.5 - 1).permute(2, 0, 1) for n in names])
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--model", type=Path, default=HERE / "base" / "emoji-base")
-    ap.add_argument("--data", type=Path, default=HERE / "sample_data")
+    ap.add_argument("--model", type=Path, default=REPO / "base" / "emoji-base")
+    ap.add_argument("--data", type=Path, default=REPO / "sample_data")
     ap.add_argument("--lr", type=float, default=1e-4)
     ap.add_argument("--steps", type=int, default=48)
     ap.add_argument("--params", choices=("all", "attention"), default="all")
     ap.add_argument("--draws", type=int, default=24, help="fixed draws per target and band")
     args = ap.parse_args()
-
-    pipe = StableDiffusionPipeline.from_pretrained(args.model, safety_checker=None, requires_safety_checker=False)
-    sched = pipe.scheduler
-
-    @torch.no_grad()
-    def latents(x: torch.Tensor) -> torch.Tensor:
-        return pipe.vae.encode(x).latent_dist.mean * pipe.vae.config.scaling_factor
-
-    @torch.no_grad()
-    def encode(captions: pd.Series) -> torch.Tensor:
-        ids = pipe.tokenizer(list(captions), padding="max_length", max_length=pipe.tokenizer.model_max_length, truncation=True, return_tensors="pt").input_ids
-        return pipe.text_encoder(ids)[0]
+    probe = BaseProbe(args.model)
 
     train = pd.read_csv(args.data / "train" / "metadata.csv", dtype=str, keep_default_na=False)
-    targets = pd.read_csv(args.data / "targets" / "metadata.csv", dtype=str, keep_default_na=False)
-    targets = targets[targets.owner != ""].reset_index(drop=True)
-    lat_t, emb_t = latents(images(args.data / "targets", targets.file_name)), encode(targets.caption)
+    targets = single_style_targets(args.data / "targets")
+    lat_t, states_t = probe.latents(args.data / "targets", targets.file_name), probe.text_states(list(targets.caption))
     g = torch.Generator().manual_seed(123)
     draws = [(band, torch.randint(*band, (len(targets),), generator=g), torch.randn(lat_t.shape, generator=g)) for _ in range(args.draws) for band in BANDS]
 
@@ -69,25 +52,24 @@ def main() -> None:
     def target_loss(unet: torch.nn.Module) -> dict[tuple[int, int], torch.Tensor]:
         out: dict[tuple[int, int], list[torch.Tensor]] = {}
         for band, t, noise in draws:
-            pred = unet(sched.add_noise(lat_t, noise, t), t, encoder_hidden_states=emb_t).sample
-            out.setdefault(band, []).append(((pred - noise) ** 2).mean(dim=(1, 2, 3)))
+            out.setdefault(band, []).append(probe.noise_loss(unet, lat_t, states_t, t, noise))
         return {b: torch.stack(v).mean(0) for b, v in out.items()}
 
-    before = target_loss(pipe.unet)
+    before = target_loss(probe.pipe.unet)
     owners = sorted(train.owner.unique())
     gain: dict[str, dict[tuple[int, int], torch.Tensor]] = {}
     for owner in owners:
         rows = train[train.owner == owner].reset_index(drop=True)
-        lat, emb = latents(images(args.data / "train", rows.file_name)), encode(rows.caption)
-        unet = copy.deepcopy(pipe.unet)
+        lat, states = probe.latents(args.data / "train", rows.file_name), probe.text_states(list(rows.caption))
+        unet = copy.deepcopy(probe.pipe.unet)
         params = [p for n, p in unet.named_parameters() if args.params == "all" or "attn" in n]
         opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=0.0)
         gen = torch.Generator().manual_seed(0)
         for _ in range(args.steps):
             i = torch.randint(len(rows), (16,), generator=gen)
-            t = torch.randint(0, sched.config.num_train_timesteps, (16,), generator=gen)
+            t = torch.randint(0, probe.scheduler.config.num_train_timesteps, (16,), generator=gen)
             noise = torch.randn(lat[i].shape, generator=gen)
-            loss = ((unet(sched.add_noise(lat[i], noise, t), t, encoder_hidden_states=emb[i]).sample - noise) ** 2).mean()
+            loss = probe.noise_loss(unet, lat[i], states[i], t, noise).mean()
             opt.zero_grad()
             loss.backward()
             opt.step()
