@@ -30,14 +30,10 @@ Requirements: royalty installed, `resvg-py==0.5.0`, and `npm` unless `--source` 
 from __future__ import annotations
 
 import argparse
-import base64
 import csv
-import hashlib
-import io
 import json
 import re
 import shutil
-import subprocess
 import tarfile
 import tempfile
 import time
@@ -48,8 +44,9 @@ import numpy as np
 import torch
 from PIL import Image
 
+from royalty.npm_images import fetch_pinned, render_rgba, save_png, to_thumbnail
+
 SIZE = 32
-SVG_RENDER_SIZE = 256
 HERE = Path(__file__).resolve().parent
 
 
@@ -119,27 +116,7 @@ def caption_of(icon_name: str) -> str:
 
 def fetch(source: Path | None, workdir: Path) -> dict[str, Path]:
     """The pinned tarballs, from `source` or `npm pack`, each checked against its sha512."""
-    out = {}
-    for s in ICON_SETS:
-        if source is not None:
-            path = source / s.tarball
-        else:
-            subprocess.run(["npm", "pack", f"{s.npm_name}@{s.version}", "--silent"], cwd=workdir, check=True, capture_output=True)
-            path = workdir / s.tarball
-        digest = "sha512-" + base64.b64encode(hashlib.sha512(path.read_bytes()).digest()).decode()
-        if digest != s.integrity:
-            raise SystemExit(f"{path}: integrity {digest} is not the pinned {s.integrity}")
-        out[s.house] = path
-    return out
-
-
-def render(svg: str) -> Image.Image:
-    import resvg_py
-
-    png = bytes(resvg_py.svg_to_bytes(svg_string=svg, width=SVG_RENDER_SIZE, height=SVG_RENDER_SIZE))
-    rgba = Image.open(io.BytesIO(png)).convert("RGBA")
-    white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-    return Image.alpha_composite(white, rgba).convert("RGB").resize((SIZE, SIZE), Image.Resampling.LANCZOS)
+    return {s.house: fetch_pinned(s.npm_name, s.version, s.tarball, s.integrity, source, workdir) for s in ICON_SETS}
 
 
 def icons(tarball: Path) -> dict[str, str]:
@@ -166,10 +143,7 @@ def build_images(tarballs: dict[str, Path], out: Path) -> list[dict[str, str]]:
     rows = []
     for s in ICON_SETS:
         for name, svg in sorted(icons(tarballs[s.house]).items()):
-            path = out / s.house / f"{name}.png"
-            path.parent.mkdir(parents=True, exist_ok=True)
-            image = render(svg)
-            Image.frombytes("RGB", image.size, image.tobytes()).save(path, format="PNG")
+            save_png(to_thumbnail(render_rgba(svg.encode("utf-8"), "svg"), SIZE), out / s.house / f"{name}.png")
             rows.append({"file_name": f"{s.house}/{name}.png", "house": s.house, "caption": caption_of(name), "license": s.license})
     with (out / "metadata.csv").open("w", newline="", encoding="utf-8") as f:
         writer = csv.DictWriter(f, fieldnames=["file_name", "house", "caption", "license"], lineterminator="\n")

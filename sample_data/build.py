@@ -19,7 +19,7 @@ Usage::
     python sample_data/build.py                 # runs `npm pack` into a temp dir
     python sample_data/build.py --source DIR    # DIR holds the `npm pack` .tgz files
 
-Requirements: Pillow and ``resvg-py`` (a self-contained SVG rasterizer wheel,
+Requirements: royalty installed (its ``royalty.npm_images``), Pillow and ``resvg-py`` (a self-contained SVG rasterizer wheel,
 ``pip install resvg-py==0.5.0``); ``npm`` only when ``--source`` is not given.
 The output is deterministic: the same inputs and library versions give
 byte-identical PNG and CSV files (no PNG metadata chunks, no timestamps).
@@ -28,13 +28,10 @@ byte-identical PNG and CSV files (no PNG metadata chunks, no timestamps).
 from __future__ import annotations
 
 import argparse
-import base64
 import csv
-import hashlib
 import io
 import json
 import shutil
-import subprocess
 import sys
 import tarfile
 import tempfile
@@ -44,8 +41,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from royalty.npm_images import fetch_pinned, render_rgba, save_png, to_thumbnail
+
 SIZE = 32  # output width and height in pixels
-SVG_RENDER_SIZE = 256  # SVGs are rasterized at this size, then downscaled
 
 
 @dataclass(frozen=True)
@@ -172,34 +170,9 @@ TRAIN_COLUMNS = ("file_name", "owner", "sample_id", "caption", "license", "attri
 TARGET_COLUMNS = ("file_name", "target_id", "owner", "mix", "caption", "license", "attribution")
 
 
-def sha512_integrity(path: Path) -> str:
-    """Return the npm-style ``sha512-<base64>`` integrity string of a file."""
-    digest = hashlib.sha512(path.read_bytes()).digest()
-    return "sha512-" + base64.b64encode(digest).decode("ascii")
-
-
 def fetch_tarballs(source: Path | None, workdir: Path) -> dict[str, Path]:
     """Locate (``--source``) or ``npm pack`` each pinned package; verify integrity."""
-    paths: dict[str, Path] = {}
-    for pkg in PACKAGES:
-        if source is not None:
-            path = source / pkg.tarball
-            if not path.is_file():
-                sys.exit(f"error: {path} not found (run: npm pack {pkg.npm_name}@{pkg.version})")
-        else:
-            result = subprocess.run(
-                ["npm", "pack", f"{pkg.npm_name}@{pkg.version}", "--pack-destination", str(workdir)],
-                capture_output=True,
-                text=True,
-            )
-            if result.returncode != 0:
-                sys.exit(f"error: npm pack {pkg.npm_name}@{pkg.version} failed:\n{result.stderr}")
-            path = workdir / pkg.tarball
-        got = sha512_integrity(path)
-        if got != pkg.integrity:
-            sys.exit(f"error: {path} integrity {got} != pinned {pkg.integrity}")
-        paths[pkg.owner] = path
-    return paths
+    return {pkg.owner: fetch_pinned(pkg.npm_name, pkg.version, pkg.tarball, pkg.integrity, source, workdir) for pkg in PACKAGES}
 
 
 def read_members(tarball: Path, names: set[str]) -> dict[str, bytes]:
@@ -232,36 +205,10 @@ def member_path(pkg: Package, concept: str, fluent_names: set[str]) -> str:
     raise ValueError(pkg.owner)
 
 
-def render_rgba(data: bytes, kind: str) -> Image.Image:
-    """Decode a source image (PNG bytes, or SVG rasterized by resvg) to RGBA."""
-    if kind == "svg":
-        import resvg_py  # imported lazily so --help works without it
-
-        data = resvg_py.svg_to_bytes(
-            svg_string=data.decode("utf-8"), width=SVG_RENDER_SIZE, height=SVG_RENDER_SIZE
-        )
-    with Image.open(io.BytesIO(data)) as im:
-        return im.convert("RGBA")
-
-
-def to_thumbnail(rgba: Image.Image) -> Image.Image:
-    """Composite on white, then downscale to SIZE x SIZE RGB with Lanczos."""
-    white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-    rgb = Image.alpha_composite(white, rgba).convert("RGB")
-    return rgb.resize((SIZE, SIZE), Image.Resampling.LANCZOS)
-
-
 def blend(a: Image.Image, b: Image.Image) -> Image.Image:
     """Rounded per-pixel mean of two RGB images (integer arithmetic)."""
     arr = (np.asarray(a, dtype=np.uint16) + np.asarray(b, dtype=np.uint16) + 1) // 2
     return Image.fromarray(arr.astype(np.uint8), mode="RGB")
-
-
-def save_png(image: Image.Image, path: Path) -> None:
-    """Write a PNG with no metadata chunks (deterministic bytes)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    clean = Image.frombytes("RGB", image.size, image.tobytes())  # drops image.info
-    clean.save(path, format="PNG", optimize=False)
 
 
 def write_csv(path: Path, columns: tuple[str, ...], rows: list[dict[str, str]]) -> None:
@@ -310,7 +257,7 @@ def build(out: Path, source: Path | None) -> None:
             paths = {c: member_path(pkg, c, fluent_names) for c in concepts}
             data = read_members(tarballs[pkg.owner], set(paths.values()))
             for concept in concepts:
-                thumbs[(pkg.owner, concept)] = to_thumbnail(render_rgba(data[paths[concept]], pkg.kind))
+                thumbs[(pkg.owner, concept)] = to_thumbnail(render_rgba(data[paths[concept]], pkg.kind), SIZE)
 
     def caption(concept: str) -> str:
         return openmoji_info[concept][0]
