@@ -19,8 +19,9 @@ Usage::
     python sample_data/build.py                 # runs `npm pack` into a temp dir
     python sample_data/build.py --source DIR    # DIR holds the `npm pack` .tgz files
 
-Requirements: royalty installed (its ``royalty.npm_images``), Pillow and ``resvg-py`` (a self-contained SVG rasterizer wheel,
-``pip install resvg-py==0.5.0``); ``npm`` only when ``--source`` is not given.
+Requirements: royalty installed (``royalty.npm_images``), Pillow and ``resvg-py`` (a
+self-contained SVG rasterizer wheel, ``pip install resvg-py==0.5.0``); ``npm`` only when
+``--source`` is not given.
 The output is deterministic: the same inputs and library versions give
 byte-identical PNG and CSV files (no PNG metadata chunks, no timestamps).
 """
