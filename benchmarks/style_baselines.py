@@ -1,12 +1,16 @@
 """How separable are sample_data's styles without any model? (context for the train issue's 90 % goal)
 
-    python benchmarks/style_baselines.py [--data sample_data]
+    python benchmarks/style_baselines.py [--data sample_data] [--through-vae base/emoji-base]
 
 Predicts each single-style target's owner with a nearest-owner-centroid rule on simple,
 unlearned image features, and prints the share of targets it gets right. Summed in-run
 values pick the owner the same way: Σ over an owner's images of ⟨g_target, g_image⟩ is
 the target's inner product with the owner's gradient centroid, so a centroid rule on
 raw pixels or edges says how much of the goal plain image statistics already reach.
+
+`--through-vae PIPELINE`: first round-trip every image through that Stable Diffusion
+pipeline's VAE (encode to the latent mean, decode): what of each style survives the
+autoencoder a latent text-to-image model sees the images through.
 """
 
 from __future__ import annotations
@@ -46,15 +50,30 @@ RULES: dict[str, Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]] = {
 }
 
 
+def _vae_round_trip(pipeline: Path, images: np.ndarray) -> np.ndarray:
+    """Images in [0, 1] after the pipeline's VAE (latent mean, decoded, rounded to 8 bits)."""
+    import torch
+    from diffusers import AutoencoderKL
+
+    vae = AutoencoderKL.from_pretrained(pipeline / "vae")
+    x = torch.from_numpy(images).permute(0, 3, 1, 2).float() * 2 - 1
+    with torch.no_grad():
+        out = vae.decode(vae.encode(x).latent_dist.mean).sample
+    return ((out.clamp(-1, 1) + 1) * 127.5).round().permute(0, 2, 3, 1).double().numpy() / 255
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", type=Path, default=Path("sample_data"))
+    ap.add_argument("--through-vae", type=Path, default=None, metavar="PIPELINE")
     args = ap.parse_args()
     train = pd.read_csv(args.data / "train" / "metadata.csv", dtype=str, keep_default_na=False)
     targets = pd.read_csv(args.data / "targets" / "metadata.csv", dtype=str, keep_default_na=False)
     targets = targets[targets["owner"] != ""]
     x = _load(args.data / "train", train["file_name"])
     y = _load(args.data / "targets", targets["file_name"])
+    if args.through_vae is not None:
+        x, y = _vae_round_trip(args.through_vae, x), _vae_round_trip(args.through_vae, y)
     owners = sorted(train["owner"].unique())
     truth = targets["owner"].to_numpy()
     print(f"{len(truth)} single-style targets, {len(owners)} owners (chance {100 / len(owners):.0f} %)")
