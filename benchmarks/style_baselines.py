@@ -24,7 +24,7 @@ import pandas as pd
 from PIL import Image
 
 
-def _load(folder: Path, names: pd.Series) -> np.ndarray:
+def load_images(folder: Path, names: pd.Series) -> np.ndarray:
     return np.stack([np.asarray(Image.open(folder / n).convert("RGB"), dtype=np.float64) / 255 for n in names])
 
 
@@ -50,7 +50,7 @@ RULES: dict[str, Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]] = {
 }
 
 
-def _vae_round_trip(pipeline: Path, images: np.ndarray) -> np.ndarray:
+def vae_round_trip(pipeline: Path, images: np.ndarray) -> np.ndarray:
     """Images in [0, 1] after the pipeline's VAE (latent mean, decoded, rounded to 8 bits)."""
     import torch
     from diffusers import AutoencoderKL
@@ -70,10 +70,10 @@ def main() -> None:
     train = pd.read_csv(args.data / "train" / "metadata.csv", dtype=str, keep_default_na=False)
     targets = pd.read_csv(args.data / "targets" / "metadata.csv", dtype=str, keep_default_na=False)
     targets = targets[targets["owner"] != ""]
-    x = _load(args.data / "train", train["file_name"])
-    y = _load(args.data / "targets", targets["file_name"])
+    x = load_images(args.data / "train", train["file_name"])
+    y = load_images(args.data / "targets", targets["file_name"])
     if args.through_vae is not None:
-        x, y = _vae_round_trip(args.through_vae, x), _vae_round_trip(args.through_vae, y)
+        x, y = vae_round_trip(args.through_vae, x), vae_round_trip(args.through_vae, y)
     owners = sorted(train["owner"].unique())
     truth = targets["owner"].to_numpy()
     print(f"{len(truth)} single-style targets, {len(owners)} owners (chance {100 / len(owners):.0f} %)")

@@ -25,7 +25,8 @@ import numpy as np
 import pandas as pd
 import torch
 from diffusers import AutoencoderKL
-from PIL import Image
+
+from style_baselines import load_images, vae_round_trip
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -39,13 +40,11 @@ def base_build():
     return module
 
 
-def psnr(vae: AutoencoderKL, folder: Path) -> float:
-    meta = pd.read_csv(folder / "metadata.csv", dtype=str, keep_default_na=False)
-    x = np.stack([np.asarray(Image.open(folder / n).convert("RGB"), dtype=np.float32) for n in meta.file_name])
-    with torch.no_grad():
-        out = vae.decode(vae.encode(torch.from_numpy(x).permute(0, 3, 1, 2) / 127.5 - 1).latent_dist.mean).sample
-    back = ((out.clamp(-1, 1) + 1) * 127.5).round().permute(0, 2, 3, 1).numpy()
-    return float(10 * np.log10(255**2 / ((x - back) ** 2).mean()))
+def psnr(pipeline: Path, folder: Path) -> float:
+    """PSNR of the images in `folder` after a round trip through the pipeline's VAE."""
+    names = pd.read_csv(folder / "metadata.csv", dtype=str, keep_default_na=False)["file_name"]
+    x = load_images(folder, names)
+    return float(10 * np.log10(1 / ((x - vae_round_trip(pipeline, x)) ** 2).mean()))
 
 
 def main() -> None:
@@ -69,7 +68,7 @@ def main() -> None:
     build.train_vae(vae, images, args.steps, 64, 1e-3, torch.Generator().manual_seed(0))
     vae.save_pretrained(args.out / "vae")
     print(f"{args.latent_channels} latent channels, {args.steps} steps: {time.time() - started:.0f} s; "
-          f"PSNR on sample_data/train {psnr(vae, REPO / 'sample_data' / 'train'):.1f} dB")
+          f"PSNR on sample_data/train {psnr(args.out, REPO / 'sample_data' / 'train'):.1f} dB")
 
 
 if __name__ == "__main__":
