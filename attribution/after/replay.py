@@ -54,14 +54,9 @@ def replay(recorded: Recorded, targets: ImageTable, progress: ProgressFn | None 
     par = Parallel.of(cfg)
     total = int(recorded.manifest["total_steps"])
     images = task.inputs(recorded.train)
-    valued = Valued(
-        images,
-        plan,
-        ValueEngine(unet, engine_config(cfg)),
-        opt.precondition,
-        par,
-    )
-    warm_up(cfg, task, optimizer, images, progress, cfg.warmup_steps + total, par)
+    engine = ValueEngine(unet, engine_config(cfg))
+    valued = Valued(images, plan, engine.passes, engine, opt.precondition, par)
+    warm_up(cfg, task, optimizer, images, progress, cfg.warmup_steps + total, engine.passes, par)
     tally = Tally.zeros(len(recorded.train), plan.n_columns)
 
     def after_step(done: int) -> None:

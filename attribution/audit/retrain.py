@@ -38,7 +38,8 @@ from royalty.attribution.model.task import Task
 from royalty.attribution.training.optim import optimization
 from royalty.attribution.training.targets import TargetPlan, TargetRows, column_means
 from royalty.attribution.training.device import module_device
-from royalty.attribution.training.trainer import initial_model, target_groups
+from royalty.attribution.engine.gradient import TrainPass
+from royalty.attribution.training.trainer import engine_config, initial_model, target_groups
 from royalty.attribution.training.trajectory import (
     Parallel, Tally, Valued, check_finite, set_lr, train_batch, valued_steps, warm_up, weights_sha256,
 )
@@ -91,6 +92,8 @@ class Retrainer:
         self.task, _ = initial_model(config)
         self.unet = self.task.model
         self.unet.train()
+        # every retraining step runs the run's training pass: `.grad` the same reduction
+        self.passes = TrainPass(self.unet, engine_config(config))
         device = module_device(self.unet)
         self.plan = plan_for(self.task)
         self.rows = self.plan.rows(0).to(device)
@@ -112,7 +115,7 @@ class Retrainer:
         optimizer = optimization(cfg, self.unet).optimizer
         self.phases.start("warm-up", cfg.warmup_steps)
         warm_up(cfg, self.task, optimizer, self.images,
-                lambda done, _total, _loss: self.phases.step(done), cfg.warmup_steps, self.parallel)
+                lambda done, _total, _loss: self.phases.step(done), cfg.warmup_steps, self.passes, self.parallel)
         return {"model": copy.deepcopy(self.unet.state_dict()), "optimizer": copy.deepcopy(optimizer.state_dict())}
 
     def retrain(self, owners: frozenset[str], seed_index: int, label: str) -> Retraining:
@@ -131,7 +134,7 @@ class Retrainer:
             # everyone present: both games are the run's plain training (bit for bit at seed 0)
             images = self.images[torch.tensor(keep, dtype=torch.long, device=self.images.device)]
             valued_steps(
-                cfg, self.task, optimizer, Valued(images, self.plan, None, None, self.parallel),
+                cfg, self.task, optimizer, Valued(images, self.plan, self.passes, None, None, self.parallel),
                 Tally.zeros(len(keep), self.plan.n_columns), range(self.total_steps), self.phases.step,
             )
         else:
@@ -154,9 +157,14 @@ class Retrainer:
                 if p.grad is None:
                     p.grad = torch.zeros_like(p)
             if bool(rows.any()):
-                with self.parallel.autocast(batch.inputs.device):  # micro-batches would only change the summation order
-                    loss = self.task.losses(batch[rows]).sum() / len(idx)
-                check_finite(float(loss), f"masked retraining step {step}")
-                loss.backward()
+                present_rows, scale = batch[rows], float(rows.sum()) / len(idx)
+
+                def losses() -> torch.Tensor:
+                    # the training pass takes the mean: of these, Σ_{rows in T} ℓ / B
+                    with self.parallel.autocast(batch.inputs.device):  # micro-batches would only change the summation order
+                        return self.task.losses(present_rows) * scale
+
+                _, _, loss = self.passes.run([losses])
+                check_finite(loss, f"masked retraining step {step}")
             optimizer.step()
             self.phases.step(step + 1)

@@ -37,11 +37,14 @@ class Shapes:
     d: int  # output width per group
     p: int  # input width per group
     itemsize: int
+    # the training pass already built the B per-sample gradients (engine/gradient.py):
+    # materialize then costs only the targets' side and the dots
+    train_built: bool = False
 
 
-def shapes_of(train: Factored, target: Factored, target_rows: int, n_targets: int, itemsize: int) -> Shapes:
+def shapes_of(train: Factored, target: Factored, target_rows: int, n_targets: int, itemsize: int, train_built: bool = False) -> Shapes:
     g, p_pos, d, p = train.dims
-    return Shapes(train.n, p_pos, target_rows, target.dims[1], n_targets, g, d, p, itemsize)
+    return Shapes(train.n, p_pos, target_rows, target.dims[1], n_targets, g, d, p, itemsize, train_built)
 
 
 def choose_path(s: Shapes, needs_dense_target: bool, materialize_limit: int = DEFAULT_MATERIALIZE_LIMIT) -> PathName:
@@ -51,11 +54,12 @@ def choose_path(s: Shapes, needs_dense_target: bool, materialize_limit: int = DE
     preconditioner, the second-order Hessian-vector product), which rules out ghost.
     """
     gdp = s.groups * s.d * s.p
-    materialize = s.n_train * s.train_positions * gdp + s.n_target_rows * s.target_positions * gdp + s.n_train * s.n_targets * gdp
+    build = 0 if s.train_built else s.n_train * s.train_positions * gdp
+    materialize = build + s.n_target_rows * s.target_positions * gdp + s.n_train * s.n_targets * gdp
     ghost = s.n_train * s.train_positions * s.n_target_rows * s.target_positions * s.groups * (s.d + s.p)
     if not needs_dense_target and ghost < materialize:
         return "ghost"
-    if s.n_train * gdp * s.itemsize > materialize_limit:
+    if not s.train_built and s.n_train * gdp * s.itemsize > materialize_limit:
         return "forward"
     return "materialize"
 

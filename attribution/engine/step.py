@@ -1,9 +1,10 @@
 """In-Run Data Shapley for one optimizer step (docs/design.md §1–2).
 
-Per step, one forward+backward over the training batch (the exact backward plain
-training does, so the optimizer sees bit-identical gradients) and one forward+backward
-over the target rows. Hooks record each covered layer's inputs and output gradients;
-the per-layer rules and paths turn them into the B×K matrix
+Per step, the training pass over the training batch (attribution/engine/gradient.py: the
+pass plain training runs too, so the optimizer sees bit-identical gradients, `.grad`
+being the sum of the per-sample gradients) and one forward+backward over the target
+rows. Hooks record each covered layer's inputs and output gradients; the per-layer
+rules and paths turn them into the B×K matrix
 
     φ(z, k) = (η / B) · ⟨P ∇ℓ_T(x_k), ∇ℓ(z)⟩        (P = I for SGD)
 
@@ -13,57 +14,20 @@ and, for order 2, the curvature term −½ (η/B)² ∇ℓ(z)ᵀ P H_k P Σ_j �
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-from royalty.attribution.engine.capture import Capture, Covered, capturing
-from royalty.attribution.engine.hvp import HVP_METHODS, HvpMethod, TargetSide, hessian_vector_products
-from royalty.attribution.engine.paths import (
-    DEFAULT_MATERIALIZE_LIMIT,
-    PathName,
-    choose_path,
-    dots_dense,
-    dots_ghost,
-    shapes_of,
-    target_sums,
-)
-from royalty.attribution.engine.rules import RULES, Dense, Factored, PerSample, rule_for
-from royalty.errors import UnsupportedModelError, UsageError
+from royalty.attribution.engine.capture import capturing
+from royalty.attribution.engine.config import EngineConfig
+from royalty.attribution.engine.gradient import LossFn, TrainPass, plan_model
+from royalty.attribution.engine.hvp import TargetSide, hessian_vector_products
+from royalty.attribution.engine.paths import PathName, choose_path, dots_dense, dots_ghost, shapes_of, target_sums
+from royalty.attribution.engine.rules import Built, Dense, Factored, PerSample
+from royalty.errors import UsageError
 
-LossFn = Callable[[], torch.Tensor]  # runs the model, returns one unreduced loss per row
-
-
-@dataclass(frozen=True)
-class EngineConfig:
-    order: int = 1
-    # Pin the path of parameters: key = full parameter name, or a module type name
-    # ("Linear", "Conv2d"), or "*"; value = "ghost" | "materialize" | "forward".
-    paths: Mapping[str, PathName] = field(default_factory=dict)
-    materialize_limit: int = DEFAULT_MATERIALIZE_LIMIT
-    # On the first step, check Σ of the per-sample gradients equals the gradient autograd
-    # computed (catches a parameter used outside its module's forward) and one row's
-    # equals the gradient of its own loss (catches a layer mixing samples, e.g. BatchNorm)
-    self_check: bool = True
-    # Relative tolerance of that check; None: by the parameters' dtype. Mixed precision
-    # (bf16 autocast) rounds autograd's gradient to 8 bits of mantissa: it needs more.
-    self_check_rtol: float | None = None
-    # Order 2: how the per-target Hessian-vector products run (attribution/engine/hvp.py), and
-    # about how many target rows one batched double backward holds (bounds its memory)
-    hvp: HvpMethod = "loop"
-    hvp_chunk_rows: int = 64
-
-    def __post_init__(self) -> None:
-        if self.order not in (1, 2):
-            raise UsageError(f"order must be 1 or 2, got {self.order}")
-        if self.hvp not in HVP_METHODS:
-            raise UsageError(f"hvp must be one of {', '.join(HVP_METHODS)}, got {self.hvp!r}")
-        if self.hvp_chunk_rows < 1:
-            raise UsageError(f"hvp_chunk_rows must be at least 1, got {self.hvp_chunk_rows}")
-        for key, path in self.paths.items():
-            if path not in ("ghost", "materialize", "forward"):
-                raise UsageError(f"unknown path {path!r} for {key!r}")
+__all__ = ["EngineConfig", "LossFn", "StepValues", "Update", "ValueEngine", "plan_model"]
 
 
 @dataclass(frozen=True)
@@ -101,44 +65,18 @@ class StepValues:
         return self.first + self.second
 
 
-def plan_model(model: nn.Module) -> tuple[Covered, ...]:
-    """Every module with trainable direct parameters, each covered by a rule — or refuse."""
-    covered: list[Covered] = []
-    uncovered: list[str] = []
-    for name, module in model.named_modules():
-        trainable = tuple(n for n, p in module.named_parameters(recurse=False) if p.requires_grad)
-        if not trainable:
-            continue
-        rule = rule_for(module)
-        missing = trainable if rule is None else tuple(n for n in trainable if n not in rule.param_names)
-        for n in missing:
-            uncovered.append(f"{name}.{n} ({type(module).__name__})" if name else f"{n} ({type(module).__name__})")
-        if rule is not None:
-            covered.append(Covered(name, module, tuple(n for n in trainable if n in rule.param_names)))
-    if uncovered:
-        supported = ", ".join(sorted(t.__name__ for t in RULES))
-        raise UnsupportedModelError(
-            "no attribution rule covers these trainable parameters: "
-            + ", ".join(uncovered)
-            + f". Supported layers: {supported}. Freeze them (requires_grad=False) to train without them."
-        )
-    if not covered:
-        raise UnsupportedModelError("the model has no trainable parameters")
-    return tuple(covered)
-
-
 class ValueEngine:
-    """Computes a step's values; holds only the model's plan, never per-step state."""
+    """Computes a step's values; holds only the model's plan (and its training pass), never per-step state."""
 
     def __init__(self, model: nn.Module, config: EngineConfig = EngineConfig()) -> None:
         self.config = config
         self.model = model
-        self.covered = plan_model(model)
+        self.passes = TrainPass(model, config)
+        self.covered = self.passes.covered
         self._type_of = {
             f"{c.name}.{p}" if c.name else p: type(c.module).__name__ for c in self.covered for p in c.params
         }
-        self.params: dict[str, nn.Parameter] = {n: p for n, p in model.named_parameters() if p.requires_grad}
-        self._checked = not config.self_check
+        self.params = self.passes.params
 
     def step(
         self,
@@ -219,22 +157,7 @@ class ValueEngine:
 
     def train_pass(self, micro: Sequence[LossFn]) -> tuple[list[dict[str, PerSample]], list[torch.Tensor], float]:
         """Each micro-batch's per-sample representations and row losses, and the last one's mean loss."""
-        trains: list[dict[str, PerSample]] = []
-        row_losses: list[torch.Tensor] = []
-        for fn in micro:
-            check = not self._checked  # the first micro-batch of the first step
-            with capturing(self.covered) as cap:
-                losses = fn()
-                loss = losses.mean()
-                loss.backward(retain_graph=check and losses.shape[0] > 1)  # the check backwards one row again
-            _upcast(cap)
-            train = cap.collect()
-            if check:  # against this micro-batch's gradient alone
-                self._self_check(train, cap, losses)
-                self._checked = True
-            trains.append(train)
-            row_losses.append(losses.detach())
-        return trains, row_losses, float(loss.detach())
+        return self.passes.run(micro)
 
     def target_pass(self, targets: TargetSide) -> tuple[dict[str, PerSample], torch.Tensor, int]:
         """The targets' per-layer representations, each target's mean loss, and the row count."""
@@ -265,63 +188,8 @@ class ValueEngine:
             return pinned
         assert isinstance(tg, Factored)
         itemsize = self.params[name].element_size()
-        return choose_path(shapes_of(tr, tg, rows, k, itemsize), dense_target, self.config.materialize_limit)
-
-    def _self_check(self, train: Mapping[str, PerSample], cap: Capture, losses: torch.Tensor) -> None:
-        """Refuse a model whose per-sample gradients the hooks cannot see whole.
-
-        Two checks, each parameter's error judged against the magnitude of the terms its
-        gradient sums (Σ over samples and positions of |term|, rules/base.py). That
-        magnitude bounds the rounding of any order of summation and is never zero by
-        symmetry: a bias before a GroupNorm of one channel per group (diffusers' default
-        UNet2DModel) has a gradient of exactly zero, and both sides compute rounding noise.
-
-        - sums: Σ of the per-sample gradients equals the gradient autograd computed (a
-          weight used outside its module's forward adds terms the hooks never see);
-        - one row: row 0's per-sample gradient equals the gradient of row 0's loss alone,
-          from a second backward of the retained graph (a layer that mixes samples, such
-          as BatchNorm in training mode, passes the first check: the hooks see the whole
-          batch's gradient, but each row's share of it is not that row's own).
-        """
-        grads = {n: p.grad for n, p in self.params.items()}
-        # magnitudes first: the row's backward re-runs the capture's gradient hooks
-        whole = cap.magnitudes()
-        rows = int(losses.shape[0])
-        first_row = cap.magnitudes(slice(0, 1)) if rows > 1 else None
-        own: dict[str, torch.Tensor | None] = {}
-        if rows > 1:
-            # row 0's loss alone, weighted as the mean weights it: equal to the captured row 0
-            weight = torch.zeros_like(losses)
-            weight[0] = 1.0 / rows
-            names = list(self.params)
-            got = torch.autograd.grad(losses, [self.params[n] for n in names], weight, allow_unused=True)
-            own = dict(zip(names, got))
-        tol = self.config.self_check_rtol
-        floor = 1e-6 * max((float(m.abs().max()) for m in whole.values() if m.numel()), default=0.0)
-        not_summing, mixing = [], []
-        for name, g in grads.items():
-            rep = train[name]
-            per_sample = (rep.materialize() if isinstance(rep, Factored) else rep.g).reshape(-1, *g.shape)
-            rtol = tol if tol is not None else 1e-3 if g.dtype in (torch.float32, torch.float16, torch.bfloat16) else 1e-8
-            if _off(per_sample.sum(0), g) > rtol * max(_scale(whole[name]), floor):
-                not_summing.append(name)
-            elif first_row is not None:
-                mine = own[name] if own[name] is not None else torch.zeros_like(g)
-                if _off(per_sample[0], mine) > rtol * max(_scale(first_row[name]), floor):
-                    mixing.append(name)
-        if not_summing:
-            raise UnsupportedModelError(
-                "per-sample gradients do not add up to the training gradient for: "
-                + ", ".join(not_summing)
-                + " (a parameter used outside its module's forward, which the per-layer hooks do not see)"
-            )
-        if mixing:
-            raise UnsupportedModelError(
-                "a training row's per-sample gradient is not the gradient of its own loss for: "
-                + ", ".join(mixing)
-                + " (a layer mixing the samples of a batch, such as BatchNorm in training mode: "
-                "put it in eval mode or replace it, e.g. with GroupNorm)"
-            )
+        shapes = shapes_of(tr, tg, rows, k, itemsize, train_built=isinstance(tr, Built))
+        return choose_path(shapes, dense_target, self.config.materialize_limit)
 
     def _second_order(
         self, targets: TargetSide, batch: "_Batch", chosen: dict[str, PathName], lr: float
@@ -348,36 +216,9 @@ class ValueEngine:
         return outs
 
 
-def _off(a: torch.Tensor, b: torch.Tensor) -> float:
-    return float((a - b).abs().max()) if a.numel() else 0.0
-
-
-def _scale(m: torch.Tensor) -> float:
-    return float(m.abs().max()) if m.numel() else 0.0
-
-
 def _as_rows(t: torch.Tensor, rep: PerSample) -> torch.Tensor:
     """A parameter-shaped tensor (with any leading axes) in the rep's [G, d, p] layout."""
     if isinstance(rep, Factored):
         g, _, d, p = rep.dims
         return t.reshape(*t.shape[: t.dim() - len(rep.shape)], g, d, p)
     return t
-
-
-_LOW_PRECISION = (torch.float16, torch.bfloat16)
-
-
-def _upcast(cap: Capture) -> None:
-    """Mixed precision: the rules compute per-sample gradients in float32.
-
-    Under autocast a layer's input and output gradient can be bf16; the per-sample
-    gradients are then the float32 products of those bf16 factors — the gradient the
-    low-precision step used, up to the rounding of autograd's own bf16 products.
-    Float32 captures are left untouched (a full-precision run is bit-identical).
-    """
-    for call in cap.calls:
-        if call.x.dtype in _LOW_PRECISION:
-            call.x = call.x.float()
-    for i, g in enumerate(cap.grads):
-        if g is not None and g.dtype in _LOW_PRECISION:
-            cap.grads[i] = g.float()

@@ -37,6 +37,7 @@ from royalty.attribution.training.device import cpu_threads, resolve_device, use
 from royalty.attribution.model.diffusion import PixelDiffusion, build_default_unet, check_resolution, default_scheduler, load_model
 from royalty.attribution.model.task import Inputs, Task
 from royalty.attribution.model.text_to_image import is_text_to_image
+from royalty.attribution.engine.gradient import TrainPass
 from royalty.attribution.engine.step import EngineConfig, ValueEngine, plan_model
 from royalty.attribution.engine.window import CreditWindow
 from royalty.attribution.training.optim import optimization
@@ -191,13 +192,9 @@ def _train_and_write(prep: Prepared, resume: bool, progress: ProgressFn | None, 
     plan = TargetPlan(groups, len(prep.targets), cfg.timestep_draws, cfg.target_max_timestep, cfg.estimator, cfg.target_subset, cfg.seed)
     par = Parallel.of(cfg, dist)
     images, total = task.inputs(prep.train), prep.total_steps  # on the model's device
-    valued = Valued(
-        images,
-        plan,
-        ValueEngine(unet, engine_config(cfg)) if cfg.values else None,
-        opt.precondition,
-        par,
-    )
+    engine = ValueEngine(unet, engine_config(cfg)) if cfg.values else None
+    passes = engine.passes if engine is not None else TrainPass(unet, engine_config(cfg))
+    valued = Valued(images, plan, passes, engine, opt.precondition, par)
     tally = Tally.zeros(len(prep.train), plan.n_columns)
 
     def save_checkpoint(step: int) -> None:
@@ -224,7 +221,7 @@ def _train_and_write(prep: Prepared, resume: bool, progress: ProgressFn | None, 
         tally = Tally(state["first"], state["second"], state["log"], window)
         start_step = state["step"]
     else:
-        warm_up(cfg, task, optimizer, images, progress, cfg.warmup_steps + total, par)
+        warm_up(cfg, task, optimizer, images, progress, cfg.warmup_steps + total, passes, par)
         if cfg.checkpoint_every:
             save_checkpoint(0)  # the weights the valued phase starts from (attribute --mode checkpoints)
 

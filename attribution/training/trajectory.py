@@ -20,6 +20,7 @@ from royalty.attribution.training.config import TrainConfig
 from royalty.attribution.model.task import Inputs, Rows, Task
 from royalty.attribution.training.distributed import Dist, gather_rows, gather_shards, reduce_gradients, shard_range, shard_rows
 from royalty.attribution.training.draws import batch_indices, noise_draws
+from royalty.attribution.engine.gradient import TrainPass
 from royalty.attribution.engine.hvp import TargetSide
 from royalty.attribution.engine.step import Update, ValueEngine
 from royalty.attribution.engine.window import CreditWindow
@@ -147,25 +148,17 @@ class Parallel:
         reduce_gradients(self.dist, params, self.micro_batches)
 
 
-def plain_step(task: Task, optimizer, batch: Rows, where: str, par: Parallel = Parallel()) -> float:
-    """One step of plain training: what the engine's training pass must equal bit for bit."""
+def plain_step(task: Task, optimizer, batch: Rows, where: str, passes: TrainPass, par: Parallel = Parallel()) -> float:
+    """One step of plain training: the engine's training pass without the values, so a
+    valued step's `.grad` equals it bit for bit (attribution/engine/gradient.py)."""
     optimizer.zero_grad(set_to_none=True)
-    if par.trivial:
-        loss = task.losses(batch).mean()
-        check_finite(float(loss.detach()), where)
-        loss.backward()
-        optimizer.step()
-        return float(loss.detach())
-    rows = []
-    for pos in par.positions():
-        with par.autocast(batch.inputs.device):
-            losses = task.losses(batch[pos])
-        losses.mean().backward()
-        rows.append(losses.detach().float())
+    micro = _micro_losses(task, batch, par)
+    _, rows, last = passes.run((micro,) if callable(micro) else micro)
     # the step's loss over every process's rows: all processes agree on divergence
-    loss = float(par.in_step_order(torch.cat(rows)).mean())
+    loss = last if par.trivial else float(par.in_step_order(torch.cat(rows).float()).mean())
     check_finite(loss, where)
-    par.finish_grads(optimizer)
+    if not par.trivial:
+        par.finish_grads(optimizer)
     optimizer.step()
     return loss
 
@@ -181,13 +174,14 @@ def train_batch(cfg: TrainConfig, step: int, images: Inputs, num_timesteps: int,
 
 
 def warm_up(
-    cfg: TrainConfig, task: Task, optimizer, images: Inputs, progress: ProgressFn | None, total: int, par: Parallel = Parallel()
+    cfg: TrainConfig, task: Task, optimizer, images: Inputs, progress: ProgressFn | None, total: int, passes: TrainPass,
+    par: Parallel = Parallel(),
 ) -> None:
     """Plain steps on the pooled training data (`images`: the task's inputs), before any value is taken."""
     set_lr(optimizer, cfg.warmup_lr if cfg.warmup_lr is not None else cfg.lr)
     for w in range(cfg.warmup_steps):
         _, batch = train_batch(cfg, w, images, task.num_train_timesteps, phase="warmup")
-        loss = plain_step(task, optimizer, batch, f"warm-up step {w}", par)
+        loss = plain_step(task, optimizer, batch, f"warm-up step {w}", passes, par)
         if progress is not None:
             progress(w + 1, total, loss)
     set_lr(optimizer, cfg.lr)
@@ -195,13 +189,18 @@ def warm_up(
 
 @dataclass(frozen=True)
 class Valued:
-    """What the valued steps need besides the model: training inputs, targets, engine, Adam's P_t."""
+    """What the valued steps need besides the model: training inputs, targets, training pass, engine, Adam's P_t."""
 
     images: Inputs  # the training folder as the task's inputs, on the model's device
     plan: TargetPlan
+    passes: TrainPass  # the training pass every step runs, valued or not
     engine: ValueEngine | None  # None: plain training (--no-values)
     precondition: Callable | None
     parallel: Parallel = Parallel()
+
+    def __post_init__(self) -> None:
+        if self.engine is not None and self.engine.passes is not self.passes:
+            raise ValueError("the engine must run the same training pass as the plain steps")
 
 
 def valued_steps(
@@ -220,7 +219,7 @@ def valued_steps(
         idx, batch = train_batch(cfg, step, valued.images, task.num_train_timesteps)
         optimizer.zero_grad(set_to_none=True)
         if engine is None:
-            loss = plain_step(task, optimizer, batch, f"step {step}", par)
+            loss = plain_step(task, optimizer, batch, f"step {step}", valued.passes, par)
             tally.log.append(log_row(step, cfg.lr, loss, float("nan"), float("nan"), float("nan"), None))
         else:
             rows = plan.rows(step).to(valued.images.device)

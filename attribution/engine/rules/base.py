@@ -62,6 +62,11 @@ class Factored(abc.ABC):
     def forward_dots(self, targets: torch.Tensor) -> torch.Tensor:
         """[N, K]: Σ_p b_npᵀ (U_k a_np) for U = targets [K, G, d, p]."""
 
+    def summed(self) -> torch.Tensor:
+        """[G, d, p]: Σ over the samples, the gradient of the call's (mean) loss."""
+        a, b = self.factors()
+        return torch.einsum("ngpd,ngpi->gdi", b, a)
+
     def group_sums(self, index: torch.Tensor, n_groups: int) -> torch.Tensor:
         """[K, G, d, p]: Σ of the per-sample gradients of the rows with index == k."""
         rows = self.materialize()
@@ -108,6 +113,42 @@ class Patches(Factored):
 
 
 @dataclass(frozen=True)
+class Built(Factored):
+    """A factored representation with its per-sample gradients already built.
+
+    The training pass builds them once (to sum them into `.grad`) and the values reuse
+    them; the factors stay available for the ghost and forward paths.
+    """
+
+    rep: Factored
+    g: torch.Tensor  # [N, G, d, p]: rep.materialize()
+
+    @property
+    def shape(self) -> torch.Size:  # type: ignore[override]
+        return self.rep.shape
+
+    @property
+    def n(self) -> int:
+        return self.rep.n
+
+    @property
+    def dims(self) -> tuple[int, int, int, int]:
+        return self.rep.dims
+
+    def factors(self) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.rep.factors()
+
+    def materialize(self) -> torch.Tensor:
+        return self.g
+
+    def forward_dots(self, targets: torch.Tensor) -> torch.Tensor:
+        return self.rep.forward_dots(targets)
+
+    def summed(self) -> torch.Tensor:
+        return self.g.sum(dim=0)
+
+
+@dataclass(frozen=True)
 class Dense:
     """Per-sample gradients [N, *param.shape]."""
 
@@ -119,6 +160,10 @@ class Dense:
 
     def merge(self, other: Dense) -> Dense:
         return Dense(self.g + other.g)
+
+    def summed(self) -> torch.Tensor:
+        """[*param.shape]: Σ over the samples."""
+        return self.g.sum(dim=0)
 
 
 PerSample = Factored | Dense

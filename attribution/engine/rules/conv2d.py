@@ -79,6 +79,16 @@ class ConvFactored(Factored):
         )
         return dw.reshape(n, g, c_out // g, -1)
 
+    def summed(self) -> torch.Tensor:
+        # the layer's own weight-gradient convolution: what autograd computes for it
+        zeros = (0, 0)
+        g = self.groups
+        _, dw, _ = torch.ops.aten.convolution_backward(
+            self.gy, self.x, torch.empty(self.shape, dtype=self.x.dtype, device=self.x.device), None,
+            self.stride, zeros, self.dilation, False, zeros, g, (False, True, False),
+        )
+        return dw.reshape(g, self.shape[0] // g, -1)
+
     def forward_dots(self, targets: torch.Tensor) -> torch.Tensor:
         # Σ_p b_pᵀ U a_p is the layer's convolution with weight U, dotted with gy:
         # all K targets in one grouped convolution, group g holding every target's part.
