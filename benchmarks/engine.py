@@ -1,11 +1,15 @@
 """Engine cost per optimizer step, every method measured side by side in one run.
 
-    python benchmarks/engine.py [--repeats 3] [--quick] [--device cpu|cuda] [--window 50]
+    python benchmarks/engine.py [--repeats 3] [--rounds 1] [--quick] [--device cpu|cuda] [--window 50]
 
 For the default tiny UNet at 16 and 32 px, and B=16/K=4 and B=64/K=16 (one draw per
 target), prints milliseconds per step and the ratio to plain training on the B+K batch:
 
-- plain:       one forward+backward of the B+K rows, optimizer-ready gradients only;
+- plain:       one forward+backward of the B+K rows, optimizer-ready gradients only
+               (PyTorch's own backward(): the baseline every ratio is against);
+- plain (training pass): royalty's training pass over the B+K rows (engine/gradient.py:
+               `.grad` as the sum of the per-sample gradients), what `--no-values`
+               and the warm-up run, so that a valued step's `.grad` equals it;
 - two passes:  plain forward+backward of the B rows, then of the K rows: what the engine
                cannot avoid (the training pass must be plain training's own), before
                any per-sample work;
@@ -124,6 +128,15 @@ def _method(name: str, res: int, b: int, k: int, device: torch.device, window: i
             unet.zero_grad(set_to_none=True)
             noise_prediction_losses(unet, sched, x, t, noise).mean().backward()
         return run
+    if name == "plain (training pass)":
+        from royalty.attribution.engine.gradient import TrainPass
+
+        passes = TrainPass(unet, EngineConfig(self_check=False))
+
+        def run() -> None:
+            unet.zero_grad(set_to_none=True)
+            passes.run([lambda: noise_prediction_losses(unet, sched, x, t, noise)], keep=False)
+        return run
     if name == "plain + AdamW step":
         opt = torch.optim.AdamW(unet.parameters(), lr=LR, foreach=False)
 
@@ -215,8 +228,17 @@ def _measure(name: str, res: int, b: int, k: int, repeats: int, device_name: str
         out.put((float("nan"), float("nan"), f"{type(exc).__name__}: {str(exc)[:80]}"))
 
 
+def _median_of_rounds(results: list[tuple[float, float, str | None]]) -> tuple[float, float, str | None]:
+    """Median time and largest peak over the rounds; a failure in any round is the cell's."""
+    errors = [e for _, _, e in results if e]
+    if errors:
+        return float("nan"), float("nan"), errors[0]
+    times = sorted(ms for ms, _, _ in results)
+    return times[len(times) // 2], max(mb for _, mb, _ in results), None
+
+
 METHODS = (
-    "plain", "two passes", "first", "second", "second, batched HVPs", "plain + AdamW step", "applied first",
+    "plain", "plain (training pass)", "two passes", "first", "second", "second, batched HVPs", "plain + AdamW step", "applied first",
     "applied first (direct)", "applied second", "applied second (direct)", "torch.func", "loop",
 )
 
@@ -224,6 +246,7 @@ METHODS = (
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--rounds", type=int, default=1, help="measure every method this many times in turn; the median is printed")
     ap.add_argument("--quick", action="store_true", help="16 px, B=16/K=4 only")
     ap.add_argument("--device", default="cpu", help="cpu or cuda (each method in a forked child, which starts CUDA itself)")
     ap.add_argument("--window", type=int, default=50, help="open batches in the applied rows' credit window (the from-scratch job's 50 valued steps)")
@@ -233,18 +256,22 @@ def main() -> None:
     cases = [(16, 16, 4)] if args.quick else [(16, 16, 4), (16, 64, 16), (32, 16, 4), (32, 64, 16)]
     # the parent never starts CUDA: a forked child could not start it again
     where = "" if args.device.startswith("cuda") else f", {torch.get_num_threads()} threads"
-    print(f"torch {torch.__version__}, {args.device}{where}, {args.repeats} timed steps per cell")
+    print(f"torch {torch.__version__}, {args.device}{where}, {args.repeats} timed steps per cell, median of {args.rounds} round(s)")
     print("| px | B | K | method | ms/step | × plain | peak MB | × plain MB |")
     print("|---|---|---|---|---|---|---|---|")
     for res, b, k in cases:
-        rows = {}
         methods = ["plain"] + [m for m in args.methods.split(",") if m != "plain"]
-        for name in methods:
-            q: mp.Queue = ctx.Queue()
-            p = ctx.Process(target=_measure, args=(name, res, b, k, args.repeats, args.device, args.window, q))
-            p.start()
-            rows[name] = q.get()
-            p.join()
+        # rounds of every method in turn: this machine's speed drifts over minutes, and a
+        # ratio of two cells measured minutes apart would carry that drift
+        runs: dict[str, list[tuple[float, float, str | None]]] = {m: [] for m in methods}
+        for _ in range(args.rounds):
+            for name in methods:
+                q: mp.Queue = ctx.Queue()
+                p = ctx.Process(target=_measure, args=(name, res, b, k, args.repeats, args.device, args.window, q))
+                p.start()
+                runs[name].append(q.get())
+                p.join()
+        rows = {name: _median_of_rounds(r) for name, r in runs.items()}
         base_ms, base_mb = rows["plain"][0], rows["plain"][1]
         for name in methods:
             ms, mb, err = rows[name]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -202,3 +204,15 @@ def test_choose_path_branches() -> None:
     conv = _shapes(train_positions=1024, target_positions=1024, d=32, p=288)
     assert choose_path(conv, needs_dense_target=False) == "materialize"
     assert choose_path(conv, needs_dense_target=False, materialize_limit=1000) == "forward"
+    # built by the training pass: the gradients exist, so no memory limit sends it to forward,
+    # and materialize no longer pays for building them
+    assert choose_path(dataclasses.replace(conv, train_built=True), needs_dense_target=False, materialize_limit=1000) == "materialize"
+    between = _shapes(train_positions=4, target_positions=4, n_target_rows=2, d=8, p=8)
+    assert choose_path(between, needs_dense_target=False) == "ghost"
+    assert choose_path(dataclasses.replace(between, train_built=True), needs_dense_target=False) == "materialize"
+
+
+@pytest.mark.parametrize("value", [{"materialize_limit": -1}, {"built_limit": -1}])
+def test_negative_limits_are_usage_errors(value) -> None:
+    with pytest.raises(UsageError):
+        EngineConfig(**value)

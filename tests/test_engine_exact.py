@@ -166,6 +166,15 @@ def test_unet_float64(config: str, path, order: int, preconditioned: bool, n_tar
     check(case, path, order, preconditioned, torch.float64, ref_key=("unet", config, n_targets))
 
 
+@pytest.mark.parametrize("built_limit", [0, 30_000], ids=["none-built", "some-built"])
+@pytest.mark.parametrize("path,order,preconditioned", [(None, 1, False), ("ghost", 1, False), ("forward", 2, True), ("materialize", 2, False)])
+def test_unet_values_whatever_the_training_pass_built(path, order: int, preconditioned: bool, built_limit: int) -> None:
+    """The other tests run with every layer's per-sample gradients built by the training
+    pass (engine/gradient.py); here none, or only the first layers within a small budget."""
+    case = unet_case(n_targets=2, draws=1)
+    check(case, path, order, preconditioned, torch.float64, ref_key=("unet", "default-built", 2), built_limit=built_limit)
+
+
 @pytest.mark.parametrize("path,order", [("ghost", 1), ("materialize", 1), ("forward", 1), ("materialize", 2)])
 def test_unet_float32(path: str, order: int) -> None:
     case = unet_case(n_targets=3, draws=2, dtype=torch.float32)

@@ -164,7 +164,7 @@ class Retrainer:
                     with self.parallel.autocast(batch.inputs.device):  # micro-batches would only change the summation order
                         return self.task.losses(present_rows) * scale
 
-                _, _, loss = self.passes.run([losses])
+                _, _, loss = self.passes.run([losses], keep=False)
                 check_finite(loss, f"masked retraining step {step}")
             optimizer.step()
             self.phases.step(step + 1)

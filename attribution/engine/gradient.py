@@ -72,10 +72,13 @@ class TrainPass:
         self.params: dict[str, nn.Parameter] = {n: p for n, p in model.named_parameters() if p.requires_grad}
         self._checked = not config.self_check
 
-    def run(self, micro: Sequence[LossFn]) -> tuple[list[dict[str, PerSample]], list[torch.Tensor], float]:
+    def run(self, micro: Sequence[LossFn], keep: bool = True) -> tuple[list[dict[str, PerSample]], list[torch.Tensor], float]:
         """Each micro-batch's per-sample representations and row losses, and the last one's mean loss.
 
         `.grad` accumulates over the micro-batches, as repeated `backward()` calls would.
+        `keep=False` (plain training): each layer's representation is dropped once summed,
+        so no more than one layer's per-sample gradients are held at a time; the
+        arithmetic is the same, and the representations returned are empty.
         """
         trains: list[dict[str, PerSample]] = []
         row_losses: list[torch.Tensor] = []
@@ -92,36 +95,40 @@ class TrainPass:
                 cap.set_output_grads([g if g is not None else torch.zeros_like(o) for g, o in zip(got, outs)])
                 outs.clear()  # the activations go with the graph
             _upcast(cap)
-            train = self._build(cap.collect())
+            train = cap.collect()
+            if truth is None:  # the representations now hold the captures: each goes once summed
+                cap.calls.clear()
+                cap.grads.clear()
+            kept = self._sum_into_grads(train, keep or truth is not None)
             if truth is not None:  # against this micro-batch's gradient alone
-                self._self_check(train, cap, losses, dict(zip(names, truth)))
+                self._self_check(kept, cap, losses, dict(zip(names, truth)))
                 self._checked = True
-            self._accumulate(train)
-            trains.append(train)
+            trains.append(kept if keep else {})
             row_losses.append(losses.detach())
         return trains, row_losses, float(loss.detach())
 
-    def _build(self, train: dict[str, PerSample]) -> dict[str, PerSample]:
+    def _sum_into_grads(self, train: dict[str, PerSample], keep: bool) -> dict[str, PerSample]:
+        """`.grad` += each parameter's summed per-sample gradients; the representations, with
+        the per-sample gradients built where they fit, if `keep`."""
         budget = self.config.built_limit
-        out: dict[str, PerSample] = {}
-        for name, rep in train.items():
+        kept: dict[str, PerSample] = {}
+        for name in list(train):
+            rep = train.pop(name)  # once summed and not kept, nothing holds it
+            p = self.params[name]
             if isinstance(rep, Factored):
-                g, _, d, p = rep.dims
-                size = rep.n * g * d * p * self.params[name].element_size()
+                g, _, d, q = rep.dims
+                size = rep.n * g * d * q * p.element_size()
                 if size <= self.config.materialize_limit and size <= budget:
                     budget -= size
                     rep = Built(rep, rep.materialize())
-            out[name] = rep
-        return out
-
-    def _accumulate(self, train: Mapping[str, PerSample]) -> None:
-        for name, rep in train.items():
-            p = self.params[name]
-            g = rep.summed().reshape(p.shape).to(p.dtype)
+            summed = rep.summed().reshape(p.shape).to(p.dtype)
             if p.grad is None:
-                p.grad = g
+                p.grad = summed
             else:
-                p.grad.add_(g)
+                p.grad.add_(summed)
+            if keep:
+                kept[name] = rep
+        return kept
 
     def _self_check(self, train: Mapping[str, PerSample], cap: Capture, losses: torch.Tensor, truth: Mapping[str, torch.Tensor | None]) -> None:
         """Refuse a model whose per-sample gradients the hooks cannot see whole.

@@ -153,7 +153,7 @@ def plain_step(task: Task, optimizer, batch: Rows, where: str, passes: TrainPass
     valued step's `.grad` equals it bit for bit (attribution/engine/gradient.py)."""
     optimizer.zero_grad(set_to_none=True)
     micro = _micro_losses(task, batch, par)
-    _, rows, last = passes.run((micro,) if callable(micro) else micro)
+    _, rows, last = passes.run((micro,) if callable(micro) else micro, keep=False)
     # the step's loss over every process's rows: all processes agree on divergence
     loss = last if par.trivial else float(par.in_step_order(torch.cat(rows).float()).mean())
     check_finite(loss, where)
