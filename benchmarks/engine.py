@@ -49,6 +49,7 @@ from pathlib import Path
 
 import torch
 
+from royalty.allocator import tune_cpu_allocator
 from royalty.attribution.training.device import use_device
 from royalty.attribution.engine.hvp import TargetSide
 from royalty.attribution.engine.step import EngineConfig, Update, ValueEngine
@@ -247,16 +248,19 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--rounds", type=int, default=1, help="measure every method this many times in turn; the median is printed")
+    ap.add_argument("--no-allocator-tuning", action="store_true", help="leave glibc's allocator as it is (royalty's CLI tunes it: royalty/allocator.py)")
     ap.add_argument("--quick", action="store_true", help="16 px, B=16/K=4 only")
     ap.add_argument("--device", default="cpu", help="cpu or cuda (each method in a forked child, which starts CUDA itself)")
     ap.add_argument("--window", type=int, default=50, help="open batches in the applied rows' credit window (the from-scratch job's 50 valued steps)")
     ap.add_argument("--methods", default=",".join(METHODS), help="comma-separated subset (plain is always measured)")
     args = ap.parse_args()
+    tuned = False if args.no_allocator_tuning else tune_cpu_allocator()  # as the CLI does; forked children inherit it
     ctx = mp.get_context("fork")
     cases = [(16, 16, 4)] if args.quick else [(16, 16, 4), (16, 64, 16), (32, 16, 4), (32, 64, 16)]
     # the parent never starts CUDA: a forked child could not start it again
     where = "" if args.device.startswith("cuda") else f", {torch.get_num_threads()} threads"
-    print(f"torch {torch.__version__}, {args.device}{where}, {args.repeats} timed steps per cell, median of {args.rounds} round(s)")
+    print(f"torch {torch.__version__}, {args.device}{where}, {args.repeats} timed steps per cell, median of {args.rounds} round(s), "
+          f"allocator {'tuned' if tuned else 'untouched'}")
     print("| px | B | K | method | ms/step | × plain | peak MB | × plain MB |")
     print("|---|---|---|---|---|---|---|---|")
     for res, b, k in cases:

@@ -12,6 +12,7 @@ import typer
 from typer.core import TyperArgument, TyperCommand, TyperGroup, TyperOption
 
 from royalty import __version__
+from royalty.allocator import tune_cpu_allocator
 from royalty.cli.console import print_error
 from royalty.cli.errors import EXIT_INTERRUPTED, EXIT_UNEXPECTED, exit_code_for
 from royalty.cli.help import examples
@@ -97,6 +98,7 @@ def _register_commands() -> None:
 
 def main() -> None:
     quiet_model_libraries()
+    tune_cpu_allocator()  # CPU steps re-use their pages instead of faulting in fresh ones
     _register_commands()
     try:
         app(standalone_mode=True, prog_name="royalty")  # `python -m royalty.cli` too
