@@ -1,10 +1,11 @@
 """Does another autoencoder keep more of the houses' styles than the base's?
 
     python base/build.py --data DATA ...              # once: keeps the base's 2799 rendered images
-    python benchmarks/vae_variants.py --data DATA --latent-channels 8 --steps 700 --out VAE
+    python benchmarks/vae_variants.py --data DATA --latent-channels 8 --steps 700 [--blocks 32,64] --out VAE
     python benchmarks/style_baselines.py --through-vae VAE
 
-Trains only a VAE like `base/build.py`'s (blocks (32, 64): 32 px images to 16x16 latents;
+Trains only a VAE like `base/build.py`'s (blocks (32, 64): 32 px images to 16x16 latents,
+or other `--blocks`;
 its reconstruction loss, batch 64, AdamW lr 1e-3, one thread, seed 0) with the chosen
 latent channels and steps, on the base's images, and saves it as VAE/vae/. Then
 `style_baselines.py --through-vae VAE` shows what of each style survives it, and this
@@ -52,6 +53,8 @@ def main() -> None:
     ap.add_argument("--data", type=Path, required=True, help="the images `base/build.py --data` kept")
     ap.add_argument("--latent-channels", type=int, default=4)
     ap.add_argument("--steps", type=int, default=700)
+    ap.add_argument("--blocks", default="32,64",
+                    help="encoder/decoder block widths; each block after the first halves the latent side (32,64: 16x16; 64: 32x32)")
     ap.add_argument("--out", type=Path, required=True)
     args = ap.parse_args()
     build = base_build()
@@ -60,14 +63,17 @@ def main() -> None:
         rows = list(csv.DictReader(f))
     images = build.load(args.data, rows)
     torch.manual_seed(0)
+    blocks = tuple(int(b) for b in args.blocks.split(","))
     vae = AutoencoderKL(
-        in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2,
-        block_out_channels=(32, 64), layers_per_block=1, latent_channels=args.latent_channels, norm_num_groups=8, sample_size=32,
+        in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * len(blocks),
+        up_block_types=("UpDecoderBlock2D",) * len(blocks), block_out_channels=blocks, layers_per_block=1,
+        latent_channels=args.latent_channels, norm_num_groups=8, sample_size=32,
     )
     started = time.time()
     build.train_vae(vae, images, args.steps, 64, 1e-3, torch.Generator().manual_seed(0))
     vae.save_pretrained(args.out / "vae")
-    print(f"{args.latent_channels} latent channels, {args.steps} steps: {time.time() - started:.0f} s; "
+    side = 32 // 2 ** (len(blocks) - 1)
+    print(f"blocks {args.blocks} ({side}x{side} latents), {args.latent_channels} latent channels, {args.steps} steps: {time.time() - started:.0f} s; "
           f"PSNR on sample_data/train {psnr(args.out, REPO / 'sample_data' / 'train'):.1f} dB")
 
 
