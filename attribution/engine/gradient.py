@@ -28,7 +28,7 @@ from torch import nn
 
 from royalty.attribution.engine.capture import Capture, Covered, capturing
 from royalty.attribution.engine.config import EngineConfig
-from royalty.attribution.engine.rules import RULES, Built, Dense, Factored, PerSample, rule_for
+from royalty.attribution.engine.rules import RULES, Built, Factored, PerSample, rule_for
 from royalty.errors import UnsupportedModelError
 
 LossFn = Callable[[], torch.Tensor]  # runs the model, returns one unreduced loss per row
