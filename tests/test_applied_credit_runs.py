@@ -141,7 +141,7 @@ def test_bad_credit_options_are_usage_errors(folders, tmp_path, bad) -> None:
 
 def test_a_run_recorded_before_the_choice_means_own_step() -> None:
     doc = TrainConfig(data=Path("d"), targets=Path("t"), out=Path("o"), optimizer="adamw", credit="own-step").to_json()
-    del doc["credit"], doc["credit_window"]
+    del doc["credit"], doc["credit_window"], doc["curvature"]  # none of them existed then
     old = TrainConfig.from_json(doc)
     assert old.credit == "own-step" and not old.applied_credit
     # and its recipe (so its run id) is the one it was recorded with: the hash of the

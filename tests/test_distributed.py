@@ -45,6 +45,8 @@ def runs(folders, tmp_path_factory) -> dict[str, tuple[Path, str]]:
         "one-adam2": (royalty, ("--batch-size", "4", *ADAM2)),
         "two-adam2": (torchrun, ("--batch-size", "4", *ADAM2)),
         "one-adam2-floor": (partial(royalty, threads=ADAM_FLOOR_THREADS), ("--batch-size", "4", *ADAM2)),
+        "one-secant": (royalty, ("--batch-size", "4", *SGD, "--order", "2", "--curvature", "secant")),
+        "two-secant": (torchrun, ("--batch-size", "4", *SGD, "--order", "2", "--curvature", "secant")),
     }
     out = {}
     for name, (launch, args) in recipes.items():
@@ -89,6 +91,14 @@ def test_adamw_second_order_on_two_processes(runs) -> None:
     one, two = runs["one-adam2"][0], runs["two-adam2"][0]
     assert _values(one)["value_second_order"].abs().max() > 0
     _assert_same_run(one, two, ADAM_RTOL, weights_atol=0.002, floor=runs["one-adam2-floor"][0])  # = lr: see ADAM_RTOL
+
+
+def test_the_secant_curvature_on_two_processes(runs) -> None:
+    """Each process takes its share of the targets again after the step; gathered, they are
+    the one-process run's (SGD: the tolerances of plain SGD's test)."""
+    one, two = runs["one-secant"][0], runs["two-secant"][0]
+    assert _values(one)["value_second_order"].abs().max() > 0
+    _assert_same_run(one, two, SGD_RTOL, weights_atol=1e-5)
 
 
 def test_resume_on_another_number_of_processes_is_refused(runs, tmp_path) -> None:

@@ -99,7 +99,8 @@ class TargetStep:
     """Step t's targets, as the window credits them."""
 
     grads: torch.Tensor  # [K, D] ∇ℓ_k(w_t)
-    hvps: torch.Tensor | None  # [K, D] H_k Δw_t (order 2), or None (order 1)
+    # [K, D] H_k Δw_t (order 2: Hessian-vector products, or the secant ∇ℓ_k(w_{t+1}) − ∇ℓ_k(w_t)); None: order 1
+    hvps: torch.Tensor | None
     columns: torch.Tensor  # [K] long: each target's value column
     scale: torch.Tensor  # [K] float64: the weight of its values in the run's sums
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from royalty.attribution.engine.collect import collect
+from royalty.attribution.engine.collect import TargetVectors, collect, target_vectors
 from royalty.attribution.engine.hvp import TargetSide
 from royalty.attribution.engine.step import ValueEngine
 from royalty.attribution.engine.window import AppliedUpdate, CreditWindow, Slot, TargetStep, Unattributed, accumulates, window_length
@@ -61,6 +61,7 @@ class AppliedOutcome:
     credits: tuple[tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], ...]
     credited: torch.Tensor  # [K]: what this step's update owes the valued rows (all processes), first and second order
     unattributed: Unattributed  # [K] each part, on the CPU
+    after: TargetVectors | None = None  # the secant curvature's targets at w_{t+1} (None: not taken)
 
 
 @dataclass(frozen=True)
@@ -77,12 +78,18 @@ class StepBatch:
     finish_grads: Callable[[], None] | None = None  # accumulation scaling, the all-reduce
     in_step_order: Callable[[torch.Tensor], torch.Tensor] = lambda local: local  # every process's rows
     summed: Callable[[torch.Tensor], torch.Tensor] = lambda local: local  # Σ over processes, the same everywhere
+    at_weights: TargetVectors | None = None  # these targets at w_t, if the previous step's secant pass took them
 
 
 def applied_step(
     cfg: TrainConfig, optimizer: torch.optim.Optimizer, engine: ValueEngine, window: CreditWindow, batch: StepBatch
 ) -> AppliedOutcome:
-    """Backward, credit the update about to be applied, and apply it (`optimizer.step()`)."""
+    """Backward, apply the update (`optimizer.step()`) and credit it.
+
+    The second-order term needs H_k Δw_t: with `cfg.curvature` "hessian" from one
+    Hessian-vector product per target before the step; with "secant" from the targets'
+    gradients once more, after it: ∇ℓ_k(w_{t+1}) − ∇ℓ_k(w_t).
+    """
     step, idx, losses, in_step_order = batch.step, batch.rows, batch.losses, batch.in_step_order
     params = engine.params
     names = list(params)
@@ -96,18 +103,24 @@ def applied_step(
     def direction() -> dict[str, torch.Tensor]:
         return {n: d.to(params[n].dtype) for n, d in predicted().update.items()}
 
-    got = collect(engine, losses, batch.targets, direction if engine.config.order == 2 else None, batch.finish_grads)
+    secant = engine.config.order == 2 and cfg.curvature == "secant"
+    hvps = engine.config.order == 2 and not secant
+    got = collect(engine, losses, batch.targets, direction if hvps else None, batch.finish_grads, batch.at_weights)
     now = predicted()
     # Σ over every process's rows of ∇ℓ(z): the all-reduced mean gradient × the step's rows
     grad_sum = flat({n: p.grad for n, p in params.items()}, names).to(torch.float64) * len(idx)
     window.open(Slot(step, now.count, idx.cpu(), len(idx), got.per_sample.detach(), grad_sum))
     weights = flat({n: p.detach() for n, p in params.items()}, names).to(torch.float64)
     applied = AppliedUpdate(now.lr, now.weight_decay, now.beta1, now.count, flat(now.precond, names), weights, flat(now.update, names))
-    credit = window.credit(applied, TargetStep(got.target_grads, got.target_hvps, batch.columns, batch.scale), batch.final)
     optimizer.step()
+    after, curvature = None, got.target_hvps
+    if secant:
+        after = target_vectors(engine, batch.targets)
+        curvature = after.grads.to(torch.float64) - got.target_grads.to(torch.float64)
+    credit = window.credit(applied, TargetStep(got.target_grads, curvature, batch.columns, batch.scale), batch.final)
     credits = tuple((c.rows, c.columns, in_step_order(c.first).cpu(), in_step_order(c.second).cpu()) for c in credit.slots)
     un = credit.unattributed
     return AppliedOutcome(
         got.train_loss, got.row_losses, got.target_losses.cpu(), credits, batch.summed(credit.credited).cpu(),
-        Unattributed(un.decay.cpu(), un.carried.cpu(), un.beyond.cpu()),
+        Unattributed(un.decay.cpu(), un.carried.cpu(), un.beyond.cpu()), after,
     )

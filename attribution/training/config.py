@@ -26,12 +26,18 @@ _LATER_DEFAULTS = {
     "lora_rank": None, "lora_alpha": None, "lora_targets": None,
     # runs recorded before the applied-update credit existed credited each batch at its own step
     "credit": "own-step", "credit_window": None,
+    "curvature": "hessian",
 }
 # How a step's update is credited (docs/design.md §1.6): `applied` splits the update the
 # optimizer applies (momentum, bias correction) over the batches whose gradients are in it;
 # `own-step` credits each batch's preconditioned gradient at the step that computed it.
 # The two agree for plain SGD, which keeps its own-step computation either way.
 CREDITS = ("applied", "own-step")
+# How --order 2 takes the curvature along the step Δw_t (docs/design.md §1.6): `hessian`, one
+# Hessian-vector product H_k Δw_t per target per step (exact); `secant`, the change of the
+# targets' gradients across the step, ∇ℓ_k(w_{t+1}) − ∇ℓ_k(w_t) (equal to it up to a term
+# of order Δw², at the cost of one more pass over the targets per step, or none with exact draws).
+CURVATURES = ("hessian", "secant")
 # diffusers' text-to-image LoRA script adapts the attention projections
 DEFAULT_LORA_TARGETS = ("to_k", "to_q", "to_v", "to_out.0")
 # a text-to-image pipeline is fine-tuned through LoRA of this rank unless told otherwise
@@ -149,6 +155,7 @@ class TrainConfig:
     credit: str = "applied"
     # steps a batch stays credited under momentum (None: until β1^steps ≤ 1e-4, 88 at β1 = 0.9)
     credit_window: int | None = None
+    curvature: str = "hessian"
 
     def __post_init__(self) -> None:
         if self.steps is not None and self.epochs is not None:
@@ -192,6 +199,12 @@ class TrainConfig:
             raise UsageError(f"--credit must be one of {', '.join(CREDITS)}, got {self.credit!r}")
         if self.credit_window is not None and self.credit_window < 1:
             raise UsageError(f"--credit-window must be at least 1, got {self.credit_window}")
+        if self.curvature not in CURVATURES:
+            raise UsageError(f"--curvature must be one of {', '.join(CURVATURES)}, got {self.curvature!r}")
+        if self.curvature == "secant" and self.order != 2:
+            raise UsageError("--curvature secant is how the second-order term is taken: give --order 2 with it")
+        if self.curvature == "secant" and self.credit != "applied":
+            raise UsageError("--curvature secant credits the applied update: it cannot be used with --credit own-step")
         if self.lora_targets is not None and not self.lora_targets:
             raise UsageError("--lora-targets needs at least one module name")
 
@@ -200,9 +213,10 @@ class TrainConfig:
         """Whether the valued steps credit the applied update (window.py) rather than own-step dots.
 
         Plain SGD (no weight decay) applies exactly each batch's own gradient: its own-step
-        values are the applied update's, and keep their own, cheaper computation.
+        values are the applied update's, and keep their own, cheaper computation — unless
+        the secant curvature is asked for, which only the applied credit takes.
         """
-        return self.credit == "applied" and (self.optimizer == "adamw" or self.weight_decay > 0)
+        return self.credit == "applied" and (self.optimizer == "adamw" or self.weight_decay > 0 or self.curvature == "secant")
 
     @property
     def step_batch_size(self) -> int:

@@ -215,6 +215,9 @@ def valued_steps(
     """The valued phase's `steps`, values added into `tally`."""
     plan, engine, par = valued.plan, valued.engine, valued.parallel
     stop = steps.stop
+    # the secant pass's targets at w_{t+1}: with exact draws they are step t+1's targets at its
+    # weights, so that step does not evaluate them again (a resumed run evaluates them anew: same bits)
+    at_weights = None
     for step in steps:
         idx, batch = train_batch(cfg, step, valued.images, task.num_train_timesteps)
         optimizer.zero_grad(set_to_none=True)
@@ -231,8 +234,9 @@ def valued_steps(
                     tally.window = new_window(cfg, optimizer, engine.params, plan.n_columns, len(rows.columns))
                 out = applied_step(cfg, optimizer, engine, tally.window, StepBatch(
                     step, idx, _micro_losses(task, batch, par), targets, rows.columns, rows.scale, step + 1 == stop,
-                    finish, par.in_step_order, par.summed,
+                    finish, par.in_step_order, par.summed, at_weights,
                 ))
+                at_weights = out.after if plan.estimator == "exact" else None
                 train_loss = out.train_loss if par.trivial else float(par.in_step_order(out.row_losses.float()).mean())
                 check_finite(train_loss, f"step {step}")
                 for credited_rows, columns, first, second in out.credits:

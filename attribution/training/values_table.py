@@ -68,6 +68,8 @@ def ledger_totals(steps: pd.DataFrame, cfg: "TrainConfig", window: "CreditWindow
         "window_steps": window.length if window is not None else None,
         # both schemes credit the same amounts (engine/window.py); which one ran, for the record
         "window_scheme": None if window is None else ("accumulated" if window.accumulate else "direct"),
+        # how the second-order term took the curvature along each step (None: first order only)
+        "curvature": cfg.curvature if cfg.order == 2 else None,
         "measured_change": total(change),
         "value_sum": total(steps["value_sum"]),
         "unattributed": total(steps["unattributed"]),
