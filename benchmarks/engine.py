@@ -30,6 +30,9 @@ target), prints milliseconds per step and the ratio to plain training on the B+K
                in the peak;
 - applied first (direct) / applied second (direct): the same with the direct scheme
                (every open batch dotted with every step's targets);
+- applied second (secant): applied second with `--curvature secant`: no Hessian-vector
+               product; the targets' gradients once more after the step, which the next
+               step reuses (the same target rows every step, as the exact estimator);
 - torch.func:  vmap(grad) per-sample gradients of all B+K rows, then the B×K dots;
 - loop:        one backward per row, then the dots.
 
@@ -75,7 +78,9 @@ def _setup(res: int, b: int, k: int, device: torch.device):
     return unet, sched, x.to(device), t.to(device), noise.to(device)
 
 
-def _applied(unet, order: int, window_steps: int, b: int, k: int, direct: bool, step_fn) -> Callable[[], None]:
+def _applied(
+    unet, order: int, window_steps: int, b: int, k: int, direct: bool, step_fn, curvature: str = "hessian"
+) -> Callable[[], None]:
     """A full credit window of random batches, then one applied AdamW step per call, with
     the scheme royalty picks (accumulated for these windows), or the direct one."""
     from royalty.attribution.engine.window import CreditWindow, Slot, accumulates
@@ -92,15 +97,16 @@ def _applied(unet, order: int, window_steps: int, b: int, k: int, direct: bool, 
     for s in range(window_steps - 1):  # counts up to 0: the first timed step is count 1
         window.open(Slot(s - window_steps, s - window_steps + 2, torch.arange(b), b,
                          torch.randn((b, d), generator=g, device=device), torch.zeros(d, dtype=torch.float64, device=device)))
-    cfg = TrainConfig(data=Path(), targets=Path(), out=Path(), optimizer="adamw", lr=LR, order=order)
-    step = [0]
+    cfg = TrainConfig(data=Path(), targets=Path(), out=Path(), optimizer="adamw", lr=LR, order=order, curvature=curvature)
+    step, after = [0], [None]
 
     def run() -> None:
         opt.zero_grad(set_to_none=True)
         batch, targets = step_fn()
-        applied_step(cfg, opt, engine, window, StepBatch(
-            step[0], torch.arange(b), batch, targets, torch.arange(k), torch.ones(k, dtype=torch.float64), False))
-        step[0] += 1
+        out = applied_step(cfg, opt, engine, window, StepBatch(
+            step[0], torch.arange(b), batch, targets, torch.arange(k), torch.ones(k, dtype=torch.float64), False,
+            at_weights=after[0]))
+        step[0], after[0] = step[0] + 1, out.after
 
     return run
 
@@ -148,7 +154,8 @@ def _method(name: str, res: int, b: int, k: int, device: torch.device, window: i
         return run
     if name.startswith("applied"):
         return _applied(unet, 2 if "second" in name else 1, window, b, k, name.endswith("(direct)"),
-                        lambda: (losses(tr), TargetSide(target_losses, index, k)))
+                        lambda: (losses(tr), TargetSide(target_losses, index, k)),
+                        "secant" if name.endswith("(secant)") else "hessian")
     if name == "two passes":
         # the engine's floor: plain training's backward of the B training rows (which
         # `.grad` must match bit for bit) and a separate pass over the K target rows
@@ -240,7 +247,7 @@ def _median_of_rounds(results: list[tuple[float, float, str | None]]) -> tuple[f
 
 METHODS = (
     "plain", "plain (training pass)", "two passes", "first", "second", "second, batched HVPs", "plain + AdamW step", "applied first",
-    "applied first (direct)", "applied second", "applied second (direct)", "torch.func", "loop",
+    "applied first (direct)", "applied second", "applied second (direct)", "applied second (secant)", "torch.func", "loop",
 )
 
 

@@ -49,8 +49,8 @@ def train_command(
     weight_decay: float = typer.Option(DEFAULT.weight_decay, "--weight-decay", help="Weight decay (its effect is reported as unattributed, never paid to an image)."),
     credit: str = typer.Option(DEFAULT.credit, "--credit", help="applied: credit the update the optimizer applies (AdamW's momentum spread over the batches in it); own-step: each batch's preconditioned gradient at its own step. Same for plain SGD."),
     credit_window: int = typer.Option(None, "--credit-window", metavar="STEPS", help="With --credit applied: steps a batch stays credited through momentum (default: until β1^STEPS ≤ 1e-4, 88 for AdamW's 0.9); older momentum is reported as unattributed.", show_default=False),
-    order: int = typer.Option(DEFAULT.order, "--order", help="1: first-order values; 2: adds the curvature term."),
-    curvature: str = typer.Option(DEFAULT.curvature, "--curvature", help="With --order 2: hessian (one Hessian-vector product per target per step) or secant (the change of the targets' gradients across the step: about first order's cost)."),
+    order: int = typer.Option(None, "--order", help=f"1: first-order values; 2: adds the curvature term. Default: {FROM_SCRATCH.order} from scratch, {FINE_TUNE.order} for a text-to-image base.", show_default=False),
+    curvature: str = typer.Option(None, "--curvature", help=f"With --order 2: hessian (one Hessian-vector product per target per step) or secant (the change of the targets' gradients across the step: about first order's cost). Default: {FROM_SCRATCH.curvature} from scratch, {FINE_TUNE.curvature} for a text-to-image base.", show_default=False),
     timestep_draws: int = typer.Option(None, "--timestep-draws", help=f"Fixed (timestep, noise) draws per target image (M). Default: {FROM_SCRATCH.timestep_draws} from scratch, {FINE_TUNE.timestep_draws} for a text-to-image base.", show_default=False),
     target_max_timestep: int = typer.Option(None, "--target-max-timestep", help=f"Target draws use timesteps below this (low noise is more faithful). Default: {FROM_SCRATCH.target_max_timestep} from scratch, {FINE_TUNE.target_max_timestep} for a text-to-image base.", show_default=False),
     train_max_timestep: int = typer.Option(None, "--train-max-timestep", help="Valued steps draw training timesteps below this (default: all; the warm-up always uses all).", show_default=False),
@@ -73,19 +73,18 @@ def train_command(
 ) -> None:
     """Fine-tune a diffusion model on owner-tagged images and value every image for every target."""
     recipe = recipe_options(
-        recipe_for(model), steps=steps, epochs=epochs, lr=lr, optimizer=optimizer, timestep_draws=timestep_draws,
-        target_max_timestep=target_max_timestep,
+        recipe_for(model), credit, steps=steps, epochs=epochs, lr=lr, optimizer=optimizer, timestep_draws=timestep_draws,
+        target_max_timestep=target_max_timestep, order=order, curvature=curvature,
     )
     config = TrainConfig(
         data=data, targets=targets, out=out, model=model, resolution=resolution, **recipe,
-        batch_size=batch_size, weight_decay=weight_decay, order=order, train_max_timestep=train_max_timestep, estimator=estimator,
+        batch_size=batch_size, weight_decay=weight_decay, train_max_timestep=train_max_timestep, estimator=estimator,
         target_subset=target_subset, reference=reference, seed=seed, values=not no_values,
         checkpoint_every=checkpoint_every, warmup_steps=warmup_steps, warmup_lr=warmup_lr, freeze=tuple(freeze),
         gradient_accumulation_steps=gradient_accumulation_steps, mixed_precision=mixed_precision_of(mixed_precision),
         device=device, allow_duplicates=allow_duplicates, caption_column=caption_column,
         allow_empty_captions=allow_empty_captions, lora_rank=lora_rank, lora_alpha=lora_alpha,
         lora_targets=tuple(lora_targets) or None, credit=credit, credit_window=credit_window,
-        curvature=curvature,
     )
     # torch and diffusers load here, not at start-up: other commands stay fast
     from royalty.attribution.training.device import resolve_device, use_device

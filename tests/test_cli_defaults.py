@@ -29,7 +29,7 @@ def test_every_train_default_is_the_configs() -> None:
     for param in command.params:
         if param.name in COMMAND_ONLY:
             continue
-        if param.name in ("lr", "optimizer", "timestep_draws", "target_max_timestep"):
+        if param.name in ("lr", "optimizer", "timestep_draws", "target_max_timestep", "order", "curvature"):
             # recipe options: None on the command line, resolved by the model's recipe; the
             # library's defaults are the from-scratch recipe (test_text_to_image checks both)
             from royalty.attribution.training.config import FROM_SCRATCH

@@ -139,3 +139,21 @@ def test_bad_curvature_options_are_usage_errors(folders, tmp_path, bad) -> None:
     proc = royalty("train", data, "--targets", targets, "--out", tmp_path / "bad", *TINY, *bad)
     assert proc.returncode == 2 and "--curvature" in proc.stderr
     assert not (tmp_path / "bad").exists()
+
+
+@pytest.mark.parametrize("given, want", [
+    ({}, (2, "secant")),
+    ({"credit": "own-step"}, (1, "hessian")),  # the secant needs the applied credit: the recipe falls back to order 1
+    ({"credit": "own-step", "order": 2}, (2, "hessian")),
+    ({"order": 1}, (1, "hessian")),  # first order takes no curvature
+    ({"order": 2, "curvature": "hessian"}, (2, "hessian")),
+    ({"order": 1, "curvature": "secant"}, (1, "secant")),  # given: TrainConfig refuses it
+], ids=["recipe", "own-step", "own-step-order-2", "order-1", "hessian", "given-secant-order-1"])
+def test_the_fine_tune_recipe_takes_second_order_by_the_secant_where_it_can(given, want) -> None:
+    from royalty.attribution.training.config import FINE_TUNE, FROM_SCRATCH, recipe_options
+
+    credit = given.pop("credit", "applied")
+    got = recipe_options(FINE_TUNE, credit, **given)
+    assert (got["order"], got["curvature"]) == want
+    scratch = recipe_options(FROM_SCRATCH, credit)
+    assert (scratch["order"], scratch["curvature"]) == (1, "hessian")

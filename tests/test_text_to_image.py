@@ -252,7 +252,9 @@ def test_two_processes_equal_one_on_a_lora_run(folders, tmp_path) -> None:
     values, ledger and adapters equal the one-process run up to the summation order."""
     from distributed_fixtures import SGD_RTOL, _assert_same_run, _check, torchrun
 
-    args = ("--model", folders["base"], "--steps", "3", "--optimizer", "sgd", "--lr", "0.05", *T2I, "--quiet")
+    # first order: the fine-tune's secant second order differences two float32 gradients,
+    # so the summation order moves it by ~3e-4 of its scale (its two processes are in test_distributed)
+    args = ("--model", folders["base"], "--steps", "3", "--optimizer", "sgd", "--lr", "0.05", "--order", "1", *T2I, "--quiet")
     runs = {}
     for name, launch in (("one", royalty), ("two", torchrun)):
         runs[name] = tmp_path / name
@@ -279,13 +281,20 @@ def test_a_text_to_image_base_gets_the_fine_tune_recipe_and_a_pixel_unet_the_fro
     config = json.loads((tmp_path / "ft" / "run.json").read_text())["config"]
     assert (config["optimizer"], config["lr"], config["timestep_draws"], config["target_max_timestep"]) == (
         FINE_TUNE.optimizer, FINE_TUNE.lr, FINE_TUNE.timestep_draws, FINE_TUNE.target_max_timestep)
+    assert (config["order"], config["curvature"]) == (FINE_TUNE.order, FINE_TUNE.curvature) == (2, "secant")
     assert (config["steps"], config["epochs"]) == (1, None)  # --steps given: the recipe's length does not apply
     royalty("train", folders["data"], "--targets", folders["targets"], "--out", tmp_path / "own", "--model", folders["base"],
             "--optimizer", "sgd", "--lr", "0.05", "--timestep-draws", "1", *common, check=True)
     config = json.loads((tmp_path / "own" / "run.json").read_text())["config"]
     assert (config["optimizer"], config["lr"], config["timestep_draws"]) == ("sgd", 0.05, 1)
     assert (config["steps"], config["epochs"]) == (None, FINE_TUNE.epochs)
+    # order 1 asked for: the recipe's curvature does not apply (it would be refused at order 1)
+    royalty("train", folders["data"], "--targets", folders["targets"], "--out", tmp_path / "o1", "--model", folders["base"],
+            "--steps", "1", "--order", "1", *common, check=True)
+    config = json.loads((tmp_path / "o1" / "run.json").read_text())["config"]
+    assert (config["order"], config["curvature"]) == (1, "hessian")
     # the library's own defaults are the from-scratch recipe: the command without --model changes nothing
     plain = TrainConfig(data=Path(), targets=Path(), out=Path())
-    assert (plain.optimizer, plain.lr, plain.timestep_draws, plain.target_max_timestep, plain.epochs) == (
-        FROM_SCRATCH.optimizer, FROM_SCRATCH.lr, FROM_SCRATCH.timestep_draws, FROM_SCRATCH.target_max_timestep, FROM_SCRATCH.epochs)
+    assert (plain.optimizer, plain.lr, plain.timestep_draws, plain.target_max_timestep, plain.epochs, plain.order, plain.curvature) == (
+        FROM_SCRATCH.optimizer, FROM_SCRATCH.lr, FROM_SCRATCH.timestep_draws, FROM_SCRATCH.target_max_timestep, FROM_SCRATCH.epochs,
+        FROM_SCRATCH.order, FROM_SCRATCH.curvature)

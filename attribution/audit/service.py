@@ -55,7 +55,7 @@ GAME_VERSION = 1  # bump when the retraining game changes: cached retrainings be
 
 # fields of the recipe that do not change what a retraining computes (values, outputs, paths
 # of inputs whose content the fingerprint hashes anyway)
-_NOT_IN_GAME = ("out", "data", "targets", "order", "values", "checkpoint_every", "estimator", "target_subset", "reference")
+_NOT_IN_GAME = ("out", "data", "targets", "order", "curvature", "values", "checkpoint_every", "estimator", "target_subset", "reference")
 
 
 @dataclass(frozen=True)

@@ -57,6 +57,8 @@ class Recipe:
     timestep_draws: int
     target_max_timestep: int
     epochs: float | None = None  # None: one epoch (when --steps is not given either)
+    order: int = 1
+    curvature: str = "hessian"  # at order 2 (order 1 takes no curvature)
 
 
 # A pixel UNet trained from nothing: plain SGD, whose values are exact first-order Shapley values.
@@ -64,19 +66,28 @@ FROM_SCRATCH = Recipe(optimizer="sgd", lr=0.01, timestep_draws=4, target_max_tim
 # A LoRA fine-tune of a captioned text-to-image base: the recipe measured on the shipped base
 # (BENCHMARKS.md, owner attribution): AdamW, a few epochs, target draws at t < 500 (in the
 # latents, t < 100 carries less of a house's style: 38 % against 48 % over three seeds).
-FINE_TUNE = Recipe(optimizer="adamw", lr=1e-3, timestep_draws=2, target_max_timestep=500, epochs=4.0)
+# Order 2 by the secant: first order over-predicts the targets' change by 31–47 % there,
+# the secant's ledger closes to 0.2 % at 1.03x first order's time (BENCHMARKS.md, ledger).
+FINE_TUNE = Recipe(optimizer="adamw", lr=1e-3, timestep_draws=2, target_max_timestep=500, epochs=4.0, order=2, curvature="secant")
 
 
-def recipe_options(recipe: Recipe, **given: Any) -> dict[str, Any]:
+def recipe_options(recipe: Recipe, credit: str = "applied", **given: Any) -> dict[str, Any]:
     """The recipe's options, overridden by each one the user gave (not None).
 
-    The recipe's length applies only when neither --steps nor --epochs was given.
+    The recipe's length applies only when neither --steps nor --epochs was given, its
+    curvature only at order 2 with the applied credit (`credit`: the one the run uses).
     """
     out: dict[str, Any] = {
         "optimizer": recipe.optimizer, "lr": recipe.lr, "timestep_draws": recipe.timestep_draws,
-        "target_max_timestep": recipe.target_max_timestep,
+        "target_max_timestep": recipe.target_max_timestep, "order": recipe.order, "curvature": recipe.curvature,
     }
     out.update({k: v for k, v in given.items() if v is not None})
+    # the recipe's second order is the secant's, which only the applied credit takes: with
+    # own-step credit the recipe is first order; a given secant is still refused there
+    if credit != "applied" and given.get("order") is None:
+        out["order"] = 1
+    if (out["order"] == 1 or credit != "applied") and given.get("curvature") is None:
+        out["curvature"] = "hessian"  # first order takes no curvature
     if given.get("steps") is None and given.get("epochs") is None:
         out["epochs"] = recipe.epochs
     return out
