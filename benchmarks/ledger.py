@@ -1,10 +1,14 @@
-"""The from-scratch job's ledger: do the values and the unattributed terms account for the
-change of the targets' loss, step by step? (docs/design.md §1.6)
+"""A job's ledger: do the values and the unattributed terms account for the change of the
+targets' loss, step by step? (docs/design.md §1.6)
 
-    python benchmarks/ledger.py [--out runs/ledger] [--seeds 0,1,2] [--orders 1,2] [--credits applied,own-step]
+    python benchmarks/ledger.py [--job from-scratch|main] [--out runs/ledger] [--seeds 0,1,2]
+                                [--orders 1,2,secant] [--credits applied,own-step]
 
-Trains the from-scratch job of the README ("Training without a base": 100 AdamW warm-up steps at 1e-3, 50 valued AdamW steps at
-2e-4, two target draws at t < 100, 32 px) once per seed, order and credit, reusing a
+`--job from-scratch` (the default) trains the from-scratch job of the README ("Training
+without a base": 100 AdamW warm-up steps at 1e-3, 50 valued AdamW steps at 2e-4, two
+target draws at t < 100, 32 px); `--job main` the README's main job (the LoRA fine-tune
+of base/emoji-base with the command's defaults). Once per seed, order and credit
+(`--orders`: 1, 2 with Hessian-vector products, `secant`: 2 by the secant), reusing a
 finished run with the same recipe, and prints the markdown table BENCHMARKS.md quotes:
 Σ over the valued steps of each ledger column, |Σ residual| / |Σ measured change|, and
 the per-step Spearman of value_sum + unattributed (own-step: value_sum alone) against
@@ -24,16 +28,24 @@ import pandas as pd
 from scipy.stats import spearmanr
 
 ROOT = Path(__file__).resolve().parent.parent
-MAIN_JOB = ["--warmup-steps", "100", "--warmup-lr", "0.001", "--optimizer", "adamw", "--steps", "50", "--lr", "0.0002",
-            "--timestep-draws", "2", "--target-max-timestep", "100"]
+JOBS = {
+    "from-scratch": ["--warmup-steps", "100", "--warmup-lr", "0.001", "--optimizer", "adamw", "--steps", "50", "--lr", "0.0002",
+                     "--timestep-draws", "2", "--target-max-timestep", "100"],
+    "main": ["--model", "base/emoji-base"],
+}
+ORDERS = {"1": ("1", "hessian"), "2": ("2", "hessian"), "secant": ("2", "secant")}
 
 
-def train(out: Path, seed: int, order: int, credit: str) -> float:
-    recipe = [*MAIN_JOB, "--seed", str(seed), "--order", str(order), "--credit", credit]
+def train(out: Path, job: str, seed: int, order: str, credit: str) -> float:
+    n, curvature = ORDERS[order]
+    recipe = [*JOBS[job], "--seed", str(seed), "--order", n, "--credit", credit]
+    if n == "2":
+        recipe += ["--curvature", curvature]
     manifest = out / "run.json"
     if manifest.is_file():
         config = json.loads(manifest.read_text())["config"]
-        if config["seed"] == seed and config["order"] == order and config.get("credit") == credit:
+        same_curvature = n == "1" or config.get("curvature", "hessian") == curvature
+        if (config["seed"], config["order"], config.get("credit")) == (seed, int(n), credit) and same_curvature:
             return float(json.loads(manifest.read_text())["seconds"])
     cmd = [sys.executable, "-m", "royalty.cli", "train", "sample_data/train", "--targets", "sample_data/targets",
            "--out", str(out), "--force", "--quiet", *recipe]
@@ -44,19 +56,21 @@ def train(out: Path, seed: int, order: int, credit: str) -> float:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--out", type=Path, default=ROOT / "runs" / "ledger")
+    ap.add_argument("--job", choices=sorted(JOBS), default="from-scratch")
+    ap.add_argument("--out", type=Path, default=None, help="default: runs/ledger (from-scratch), runs/ledger-main (main)")
     ap.add_argument("--seeds", default="0,1,2")
-    ap.add_argument("--orders", default="1,2")
+    ap.add_argument("--orders", default="1,2", help="comma-separated: 1, 2 (Hessian-vector products), secant")
     ap.add_argument("--credits", default="applied")
     args = ap.parse_args()
+    out_root = args.out or ROOT / "runs" / ("ledger" if args.job == "from-scratch" else "ledger-main")
     print("| credit | order | seed | Σ measured change | Σ value_sum | Σ unattributed (decay / carried / beyond) "
           "| Σ residual | \\|Σ residual\\| / \\|Σ change\\| | per-step Spearman | train s |")
     print("|---|---|---|---|---|---|---|---|---|---|")
     for credit in args.credits.split(","):
-        for order in map(int, args.orders.split(",")):
+        for order in args.orders.split(","):
             for seed in map(int, args.seeds.split(",")):
-                out = args.out / f"{credit}-order{order}-seed{seed}"
-                seconds = train(out, seed, order, credit)
+                out = out_root / f"{credit}-order{order}-seed{seed}"
+                seconds = train(out, args.job, seed, order, credit)
                 s = pd.read_parquet(out / "steps.parquet")
                 change = s["target_loss_before"] - s["target_loss_after"]
                 accounted = s["value_sum"] + (s["unattributed"] if s["unattributed"].notna().all() else 0.0)
