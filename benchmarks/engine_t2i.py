@@ -14,7 +14,12 @@ than diffusers' zeros so every LoRA gradient is non-zero.
 Methods, as in benchmarks/engine.py, all on B training rows + K target rows:
 plain (one forward+backward of the B+K rows), two passes (B rows, then K rows: the
 engine's floor), first, second (loop HVPs), torch.func (vmap(grad) over the LoRA
-parameters, then the dots). Milliseconds per step, × plain, peak memory above the
+parameters, then the dots); and as `royalty train` values a fine-tune, an AdamW step that
+credits the applied update (docs/design.md §1.6): `plain + AdamW step` (its baseline),
+`applied first`, `applied second` (Hessian-vector products) and `applied second (secant)`
+(the fine-tune's default: the targets' gradients after the step, reused by the next one);
+the credit window starts empty and holds every batch of the timed steps, as in a run
+shorter than the window. Milliseconds per step, × plain, peak memory above the
 model's (GPU: torch's allocator; CPU: resident), × plain. With `--device cuda` the
 kernels are those `royalty train --device cuda` uses (deterministic, no TF32).
 """
@@ -133,6 +138,16 @@ def _method(name: str, case: Case, device: torch.device) -> Callable[[], None]:
             unet.zero_grad(set_to_none=True)
             engine.step(lambda: losses_of(tr), TargetSide(target_losses, index, k), Update(LR))
         return run
+    if name == "plain + AdamW step":
+        opt = torch.optim.AdamW([p for p in unet.parameters() if p.requires_grad], lr=LR, foreach=False)
+
+        def run() -> None:
+            opt.zero_grad(set_to_none=True)
+            losses_of(slice(0, b + k)).mean().backward()
+            opt.step()
+        return run
+    if name.startswith("applied"):
+        return _applied(unet, name, lambda: losses_of(tr), TargetSide(target_losses, index, k), b, k)
     if name == "torch.func":
         from torch.func import functional_call, grad, vmap
 
@@ -151,6 +166,29 @@ def _method(name: str, case: Case, device: torch.device) -> Callable[[], None]:
             (flat[:b] @ flat[b:].T) * (LR / b)
         return run
     raise ValueError(name)
+
+
+def _applied(unet, name: str, train_losses, targets: TargetSide, b: int, k: int) -> Callable[[], None]:
+    """One valued AdamW step of `royalty train` per call, the window growing step by step."""
+    from pathlib import Path
+
+    from royalty.attribution.training.applied import StepBatch, applied_step, new_window
+    from royalty.attribution.training.config import TrainConfig
+
+    order, curvature = (1, "hessian") if name == "applied first" else (2, "secant" if name.endswith("(secant)") else "hessian")
+    cfg = TrainConfig(data=Path(), targets=Path(), out=Path(), optimizer="adamw", lr=LR, order=order, curvature=curvature)
+    engine = ValueEngine(unet, EngineConfig(order=order, self_check=False))
+    opt = torch.optim.AdamW(list(engine.params.values()), lr=LR, foreach=False)
+    window = new_window(cfg, opt, engine.params, k, k)
+    step, after = [0], [None]
+
+    def run() -> None:
+        opt.zero_grad(set_to_none=True)
+        out = applied_step(cfg, opt, engine, window, StepBatch(
+            step[0], torch.arange(b), train_losses, targets, torch.arange(k), torch.ones(k, dtype=torch.float64), False,
+            at_weights=after[0]))
+        step[0], after[0] = step[0] + 1, out.after
+    return run
 
 
 def _measure(name: str, case: Case, repeats: int, device_name: str, out: mp.Queue) -> None:
@@ -181,7 +219,10 @@ def _measure(name: str, case: Case, repeats: int, device_name: str, out: mp.Queu
         out.put((float("nan"), float("nan"), f"{type(exc).__name__}: {str(exc)[:120]}"))
 
 
-METHODS = ("plain", "two passes", "first", "second", "torch.func")
+METHODS = (
+    "plain", "two passes", "first", "second", "torch.func", "plain + AdamW step", "applied first", "applied second",
+    "applied second (secant)",
+)
 
 
 def main() -> None:

@@ -223,7 +223,7 @@ def _summary(source: ReportSource) -> tuple[tuple[str, str], ...]:
     rows += [
         ("optimizer", str(config.get("optimizer", "?"))),
         ("lr", f"{config['lr']:g}" if isinstance(config.get("lr"), (int, float)) else "?"),
-        ("order", str(config.get("order", "?"))),
+        ("order", _order(config)),
         ("estimator", str(config.get("estimator", "?"))),
         ("training images", str(int(np.sum(coded.images)))),
         ("owners", str(len(coded.owners))),
@@ -245,3 +245,9 @@ def _footer(source: ReportSource) -> tuple[str, ...]:
         ),
         "Shares: each owner's values summed, clipped at 0, share = clipped / Σ clipped (docs/design.md §3).",
     )
+
+
+def _order(config: dict) -> str:
+    """The order, and at order 2 how the curvature was taken, e.g. `2 (secant)` (docs/design.md §1.6)."""
+    order = config.get("order", "?")
+    return f"{order} ({config.get('curvature', 'hessian')})" if order == 2 else str(order)

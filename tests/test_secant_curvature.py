@@ -99,6 +99,8 @@ def test_replay_equals_the_run_with_its_own_targets(folders, runs) -> None:
     royalty("attribute", run, folders[1], "--name", "again", "--quiet", check=True)
     got = _values(run / "attributions" / "again")
     np.testing.assert_allclose(got["value"], _values(run)["value"], rtol=1e-12, atol=0)
+    doc = json.loads((run / "attributions" / "again" / "attribution.json").read_text())
+    assert (doc["order"], doc["curvature"]) == (2, "secant")
 
 
 @pytest.mark.parametrize("estimator", [("--estimator", "fresh"), ("--estimator", "subset", "--target-subset", "2")], ids=["fresh", "subset"])
@@ -157,3 +159,11 @@ def test_the_fine_tune_recipe_takes_second_order_by_the_secant_where_it_can(give
     assert (got["order"], got["curvature"]) == want
     scratch = recipe_options(FROM_SCRATCH, credit)
     assert (scratch["order"], scratch["curvature"]) == (1, "hessian")
+
+
+def test_the_report_says_how_the_curvature_was_taken(runs, tmp_path) -> None:
+    page = tmp_path / "report.html"
+    royalty("report", runs["secant"], "--out", page, "--quiet", check=True)
+    assert "2 (secant)" in page.read_text()
+    royalty("report", runs["hessian"], "--out", page, "--quiet", check=True)
+    assert "2 (hessian)" in page.read_text()

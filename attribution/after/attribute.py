@@ -78,6 +78,8 @@ def attribute(config: AttributeConfig, progress: ProgressFn | None = None) -> di
         "run_id": recorded.manifest["run_id"],
         "mode": config.mode,
         "order": recorded.config.order if config.mode == "replay" else 1,
+        # how the replayed second order took its curvature (docs/design.md §1.6); null at first order
+        "curvature": recorded.config.curvature if config.mode == "replay" and recorded.config.order == 2 else None,
         "royalty_version": __version__,
         "images_folder": str(Path(config.images).resolve()),
         "targets": inputs_manifest(targets),
