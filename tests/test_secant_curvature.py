@@ -103,6 +103,20 @@ def test_replay_equals_the_run_with_its_own_targets(folders, runs) -> None:
     assert (doc["order"], doc["curvature"]) == (2, "secant")
 
 
+def test_gradient_accumulation_values_the_union_of_micro_batches(folders, tmp_path) -> None:
+    """The secant's pass is over the targets alone: 2 micro-batches of 2 rows value as one batch of 4,
+    up to the float32 rounding of summing the micro-batches' gradients in another order, through Adam."""
+    data, targets = folders
+    runs = {}
+    for name, batch in (("whole", ("--batch-size", "4")), ("accumulated", ("--batch-size", "2", "--gradient-accumulation-steps", "2"))):
+        runs[name] = tmp_path / name
+        royalty("train", data, "--targets", targets, "--out", runs[name], *TINY, *ADAM, *SECANT, *batch, check=True)
+    a, b = (_values(runs[n]) for n in ("whole", "accumulated"))
+    for column in ("value", "value_second_order"):
+        scale = float(np.abs(a[column]).max())
+        assert scale > 0 and float(np.abs(a[column] - b[column]).max()) <= 1e-3 * scale
+
+
 def test_estimators_that_change_targets_each_step_take_the_secant_on_the_steps_own(folders, tmp_path) -> None:
     """`subset` (as `fresh`) evaluates other targets at every step: the pass after a step is
     of that step's own, not reused by the next (and its values are reweighted K/S)."""
