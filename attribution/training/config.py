@@ -67,7 +67,7 @@ FROM_SCRATCH = Recipe(optimizer="sgd", lr=0.01, timestep_draws=4, target_max_tim
 # (BENCHMARKS.md, owner attribution): AdamW, a few epochs, target draws at t < 500 (in the
 # latents, t < 100 carries less of a house's style: 38 % against 48 % over three seeds).
 # Order 2 by the secant: first order over-predicts the targets' change by 31–47 % there,
-# the secant's ledger closes to 0.2 % at 1.03x first order's time (BENCHMARKS.md, ledger).
+# the secant's ledger closes to 0.2 % within ±3 % of first order's time (BENCHMARKS.md, ledger).
 FINE_TUNE = Recipe(optimizer="adamw", lr=1e-3, timestep_draws=2, target_max_timestep=500, epochs=4.0, order=2, curvature="secant")
 
 
