@@ -72,6 +72,9 @@ def test_an_unfinished_run_with_checkpoints_is_kept(tmp_path, data, targets) -> 
     )
     assert_fails(train(data, targets, out, *args, "--seed", "1"), 73, "unfinished run of another recipe", "--force")
     assert (out / "checkpoints" / "step-00000001.pt").is_file()
+    # resuming with other options is refused, naming each option that differs and both values
+    assert_fails(train(data, targets, out, *args, "--resume", "--seed", "1", "--lr", "0.07"), 2,
+                 "started with different inputs or options", "--lr 0.05 then, 0.07 now", "--seed 0 then, 1 now")
     assert train(data, targets, out, *args, "--resume").returncode == 0
     assert (out / run_folder.MANIFEST).is_file()
 

@@ -31,6 +31,7 @@ class Held:
     """The royalty run a folder holds."""
 
     recipe: str | None  # the marker's recipe hash (None: unreadable)
+    options: dict | None  # the config it was started with, but --out (None: a marker from before it was kept)
     finished: bool  # its manifest is there
     checkpoints: tuple[int, ...]  # valued steps of its checkpoints
 
@@ -51,10 +52,25 @@ def held_run(out: Path) -> Held | None:
     if not marker.is_file():
         return None
     try:
-        recipe = json.loads(marker.read_text()).get("recipe")
+        doc = json.loads(marker.read_text())
+        recipe, options = doc.get("recipe"), doc.get("options")
     except (OSError, ValueError, AttributeError):
-        recipe = None
-    return Held(recipe, (out / run_folder.MANIFEST).is_file(), tuple(checkpoint.list_steps(out)))
+        recipe, options = None, None
+    return Held(recipe, options if isinstance(options, dict) else None, (out / run_folder.MANIFEST).is_file(),
+                tuple(checkpoint.list_steps(out)))
+
+
+def _options(config: TrainConfig) -> dict:
+    """The config as the marker keeps it (through JSON: tuples come back as lists)."""
+    return json.loads(json.dumps({k: v for k, v in config.to_json().items() if k != "out"}))
+
+
+def differences(held: dict, config: TrainConfig) -> str:
+    """The options a resume gives otherwise than the run was started with, as flags:
+    "--lr 0.05 then, 0.07 now"; empty when they agree."""
+    now = _options(config)
+    keys = sorted(k for k in set(held) | set(now) if held.get(k) != now.get(k))
+    return "; ".join(f"--{k.replace('_', '-')} {held.get(k)} then, {now.get(k)} now" for k in keys)
 
 
 def check_out(config: TrainConfig, resume: bool, force: bool) -> None:
@@ -74,7 +90,11 @@ def check_out(config: TrainConfig, resume: bool, force: bool) -> None:
     same = held.recipe == config.recipe_hash()
     if resume:
         if not same:
-            raise UsageError(f"--resume: the run in {out} was started with different inputs or options")
+            what = differences(held.options, config) if held.options is not None else ""
+            raise UsageError(
+                f"--resume: the run in {out} was started with different inputs or options"
+                + (f" ({what}): give the options it was started with" if what else "")
+            )
         return
     if not held.saved:
         return  # interrupted or failed before saving anything: a new run starts over there
@@ -111,7 +131,7 @@ def start(out: Path, config: TrainConfig, fresh: bool) -> bool:
         clear_run(out)
     remove_stale_temporaries(out)
     if not (out / MARKER).exists():
-        write_text(out / MARKER, json.dumps({"recipe": config.recipe_hash(), "royalty": __version__}) + "\n")
+        write_text(out / MARKER, json.dumps({"recipe": config.recipe_hash(), "options": _options(config), "royalty": __version__}) + "\n")
     return created
 
 
