@@ -17,7 +17,7 @@ import pandas as pd
 import torch
 
 from royalty.attribution.contract import run_folder
-from train_fixtures import draw, make_data, make_targets
+from train_fixtures import draw
 
 BASE = ("--resolution", "16", "--timestep-draws", "2", "--quiet", "--steps", "3", "--warmup-steps", "1")
 SGD = (*BASE, "--lr", "0.05")
@@ -74,11 +74,6 @@ def accelerate(*args: str | os.PathLike, launch: tuple[str, ...] = ("--multi_gpu
 def _check(proc: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
     assert proc.returncode == 0, f"exit {proc.returncode}:\n{proc.stderr[-4000:]}"
     return proc
-
-
-def make_folders(root: Path) -> tuple[Path, Path]:
-    """The train and target folders every test of these files uses."""
-    return make_data(root / "train"), make_targets(root / "targets")
 
 
 def _values(run: Path) -> pd.DataFrame:

@@ -18,7 +18,7 @@ import pytest
 
 from royalty.attribution.contract import run_folder
 from royalty.attribution.training.config import TrainConfig
-from train_fixtures import TINY, make_data, make_targets, royalty
+from train_fixtures import TINY, make_folders, royalty
 
 ADAM = ("--optimizer", "adamw", "--lr", "0.002", "--warmup-steps", "2", "--steps", "5", "--weight-decay", "0.01")
 
@@ -26,7 +26,7 @@ ADAM = ("--optimizer", "adamw", "--lr", "0.002", "--warmup-steps", "2", "--steps
 @pytest.fixture(scope="module")
 def folders(tmp_path_factory) -> tuple[Path, Path]:
     root = tmp_path_factory.mktemp("applied")
-    return make_data(root / "train"), make_targets(root / "targets")
+    return make_folders(root)
 
 
 @pytest.fixture(scope="module")

@@ -20,10 +20,10 @@ import numpy as np
 import pytest
 
 from distributed_fixtures import (
-    ADAM2, ADAM_FLOOR_THREADS, ADAM_RTOL, SGD, SGD_RTOL, _assert_same_run, _check, _values, accelerate, make_folders, torchrun,
+    ADAM2, ADAM_FLOOR_THREADS, ADAM_RTOL, SGD, SGD_RTOL, _assert_same_run, _check, _values, accelerate, torchrun,
 )
 from royalty.attribution.contract import run_folder
-from train_fixtures import royalty
+from train_fixtures import make_folders, royalty
 
 
 @pytest.fixture(scope="module")

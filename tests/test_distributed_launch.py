@@ -18,11 +18,10 @@ from pathlib import Path
 import pytest
 
 from distributed_fixtures import (
-    BASE, SGD, SGD_RTOL, _assert_same_run, _check, _launch_env, _targets_folder, _values, accelerate,
-    make_folders, torchrun,
+    BASE, SGD, SGD_RTOL, _assert_same_run, _check, _launch_env, _targets_folder, _values, accelerate, torchrun,
 )
 from royalty.attribution.contract import run_folder
-from train_fixtures import royalty
+from train_fixtures import make_folders, royalty
 
 
 @pytest.fixture(scope="module")

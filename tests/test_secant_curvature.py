@@ -17,7 +17,7 @@ import pandas as pd
 import pytest
 
 from royalty.attribution.contract import run_folder
-from train_fixtures import TINY, make_data, make_targets, royalty
+from train_fixtures import TINY, make_folders, royalty
 
 # a step small enough for the expansion along it to converge (at 0.002 even order 1 misses 5x the change)
 ADAM = ("--optimizer", "adamw", "--lr", "0.0002", "--warmup-steps", "2", "--steps", "5", "--weight-decay", "0.01")
@@ -27,7 +27,7 @@ SECANT = ("--order", "2", "--curvature", "secant")
 @pytest.fixture(scope="module")
 def folders(tmp_path_factory) -> tuple[Path, Path]:
     root = tmp_path_factory.mktemp("secant")
-    return make_data(root / "train"), make_targets(root / "targets")
+    return make_folders(root)
 
 
 @pytest.fixture(scope="module")

@@ -18,13 +18,13 @@ import torch
 
 from royalty.atomic import sha256_file
 from royalty.attribution.contract import run_folder
-from train_fixtures import TINY, make_data, make_targets, royalty
+from train_fixtures import TINY, make_folders, make_targets, royalty
 
 
 @pytest.fixture(scope="module")
 def folders(tmp_path_factory) -> tuple[Path, Path]:
     root = tmp_path_factory.mktemp("data")
-    return make_data(root / "train"), make_targets(root / "targets")
+    return make_folders(root)
 
 
 @pytest.fixture(scope="module")

@@ -64,6 +64,11 @@ def make_targets(root: Path, concept: str = CONCEPTS[3]) -> Path:
     return root
 
 
+def make_folders(root: Path) -> tuple[Path, Path]:
+    """A train folder and a targets folder under `root`: the pair most run tests use."""
+    return make_data(root / "train"), make_targets(root / "targets")
+
+
 def royalty(
     *args: str | os.PathLike, check: bool = False, threads: int | None = None, fresh: bool = False,
     cwd: str | os.PathLike | None = None, timeout: float | None = None,
