@@ -113,6 +113,13 @@ def test_unknown_prediction_type_is_refused(tmp_path: Path) -> None:
     assert not (tmp_path / "p").exists()
 
 
+@pytest.mark.parametrize("levels", [(True,), (False, False)], ids=["one flag for two levels", "no attention"])
+def test_cross_attention_levels_need_a_flag_per_level_and_one_set(tmp_path: Path, levels: tuple[bool, ...]) -> None:
+    with pytest.raises(ValueError, match="cross_attention_levels"):
+        build_tiny_pipeline(tmp_path / "p", TinyPipelineConfig(cross_attention_levels=levels))
+    assert not (tmp_path / "p").exists()
+
+
 def test_building_twice_gives_identical_files(base: Path, tmp_path: Path) -> None:
     again = digests(build_tiny_pipeline(tmp_path / "again"))
     assert again == digests(base)

@@ -97,7 +97,7 @@ def generate(config: GenerateConfig, progress: ProgressFn | None = None) -> dict
             kwargs.update(prompt=[p for p, _ in batch], height=resolution, width=resolution, guidance_scale=config.guidance_scale)
         else:
             kwargs.update(batch_size=len(seeds))
-        images = pipe(generator=generators, num_inference_steps=config.steps, output_type="np", **kwargs).images
+        images = _sample(pipe, generators, config.steps, kwargs)
         for (prompt, s), array in zip(batch, images):
             target_id = f"gen-{s:08d}"
             buf = io.BytesIO()
@@ -139,6 +139,15 @@ def caption_column_of(manifest: dict[str, Any]) -> str:
     return manifest.get("config", {}).get("caption_column") or "caption"
 
 
+def _sample(pipe: Any, generators: list[torch.Generator], steps: int, kwargs: dict[str, Any]) -> Any:
+    """The pipeline's images as floats in [0, 1], height x width x RGB."""
+    if getattr(pipe, "vae", True) is not None:
+        return pipe(generator=generators, num_inference_steps=steps, output_type="np", **kwargs).images
+    # a pixel-space text-to-image pipeline: its "latents" are the images, in [-1, 1]
+    x = pipe(generator=generators, num_inference_steps=steps, output_type="latent", **kwargs).images
+    return (x / 2 + 0.5).clamp(0, 1).permute(0, 2, 3, 1).float().cpu().numpy()
+
+
 def _pixel_pipeline(model: Path, scheduler_name: str):
     unet, scheduler = load_model(model)
     if scheduler_name == "ddim":
@@ -165,6 +174,8 @@ def _text_to_image_pipeline(manifest: dict[str, Any], model: Path, scheduler_nam
         vae=parts.vae, text_encoder=parts.text_encoder, tokenizer=parts.tokenizer, unet=parts.unet, scheduler=scheduler,
         safety_checker=None, feature_extractor=None, requires_safety_checker=False,
     )
+    if parts.vae is None:
+        pipe.vae_scale_factor = 1  # pixel space: the pipeline's sizes are the images' own
     if "lora" in source:
         pipe.load_lora_weights(model)
     return pipe

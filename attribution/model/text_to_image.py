@@ -2,9 +2,11 @@
 
 The model folder is a local diffusers pipeline in the Stable Diffusion layout
 (`model_index.json`; unet: UNet2DConditionModel, vae: AutoencoderKL, text_encoder:
-CLIPTextModel, tokenizer: CLIPTokenizer, scheduler). The VAE and the text encoder stay
-frozen, so each image's latent and each caption's encoder states are computed once
-(`inputs`); the UNet, or the LoRA adapters on it, is what trains and is valued. The
+CLIPTextModel, tokenizer: CLIPTokenizer, scheduler). A folder whose index lists the VAE as
+absent (`"vae": [null, null]`, as diffusers writes a pipeline saved without one) is a
+pixel-space pipeline: its UNet denoises the RGB images themselves (in [-1, 1]). The VAE and
+the text encoder stay frozen, so each image's latent and each caption's encoder states are
+computed once (`inputs`); the UNet, or the LoRA adapters on it, is what trains and is valued. The
 objective is diffusers' text-to-image one: the scheduler's `prediction_type` decides
 whether the UNet predicts the noise (epsilon) or the velocity (v_prediction).
 """
@@ -49,7 +51,7 @@ class Pipeline:
     """The parts of a text-to-image pipeline folder a fine-tune uses."""
 
     unet: UNet2DConditionModel
-    vae: AutoencoderKL
+    vae: AutoencoderKL | None  # None: pixel space
     text_encoder: torch.nn.Module
     tokenizer: Any
     scheduler: DDPMScheduler
@@ -68,17 +70,29 @@ def load_pipeline(path: Path) -> Pipeline:
             f"{path} is an SDXL-layout pipeline (a second text encoder and added time ids): royalty fine-tunes "
             "the Stable Diffusion 1.x/2.x layout (one CLIP text encoder); SDXL is not supported yet"
         )
-    missing = [part for part in ("unet", "vae", "text_encoder", "tokenizer", "scheduler") if not (path / part).is_dir()]
+    pixel = doc.get("vae", ()) in ([None, None], None)
+    parts = ("unet", "text_encoder", "tokenizer", "scheduler") + (() if pixel else ("vae",))
+    missing = [part for part in parts if not (path / part).is_dir()]
     if missing:
-        raise DataError(f"{path} is a text-to-image pipeline without {', '.join(missing)}/: royalty needs all five parts")
+        raise DataError(
+            f"{path} is a text-to-image pipeline without {', '.join(missing)}/: royalty needs the UNet, text encoder, "
+            "tokenizer and scheduler, and the VAE unless model_index.json lists it as absent (pixel space)"
+        )
+    if pixel:
+        unet_config = UNet2DConditionModel.load_config(path, subfolder="unet", local_files_only=True)
+        if unet_config.get("in_channels") != 3 or unet_config.get("out_channels") != 3:
+            raise DataError(
+                f"{path} has no VAE, so its UNet must denoise RGB pixels (3 channels in and out); it has "
+                f"{unet_config.get('in_channels')} in, {unet_config.get('out_channels')} out"
+            )
     try:
         unet = UNet2DConditionModel.from_pretrained(path, subfolder="unet", **_LOCAL)
-        vae = AutoencoderKL.from_pretrained(path, subfolder="vae", **_LOCAL)
+        vae = None if pixel else AutoencoderKL.from_pretrained(path, subfolder="vae", **_LOCAL)
         text_encoder = CLIPTextModel.from_pretrained(path / "text_encoder", local_files_only=True)
         tokenizer = CLIPTokenizer.from_pretrained(path / "tokenizer", local_files_only=True)
         # training draws noise as DDPM does, whatever sampler the folder ships for inference
         scheduler = DDPMScheduler.from_pretrained(path, subfolder="scheduler", local_files_only=True)
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, RuntimeError) as exc:  # RuntimeError: weights that do not fit their config
         raise DataError(f"cannot load the text-to-image pipeline in {path}: {exc}") from exc
     if unet.config.get("addition_embed_type") is not None:
         raise DataError(f"{path}: the UNet expects added conditioning ({unet.config['addition_embed_type']}); royalty conditions on text only")
@@ -123,7 +137,7 @@ def captions_of(table: ImageTable, requested: str | None, allow_empty: bool) -> 
 
 @dataclass(frozen=True)
 class TextToImage:
-    """The `Task` of a text-to-image fine-tune: denoise VAE latents given caption states."""
+    """The `Task` of a text-to-image fine-tune: denoise VAE latents (or pixels) given caption states."""
 
     model: UNet2DConditionModel
     pipeline: Pipeline
@@ -141,7 +155,8 @@ class TextToImage:
 
     @property
     def vae_scale_factor(self) -> int:
-        return 2 ** (len(self.pipeline.vae.config.block_out_channels) - 1)
+        vae = self.pipeline.vae
+        return 1 if vae is None else 2 ** (len(vae.config.block_out_channels) - 1)
 
     @torch.no_grad()
     def inputs(self, table: ImageTable) -> Inputs:
@@ -152,6 +167,8 @@ class TextToImage:
 
     def _latents(self, table: ImageTable, device: torch.device) -> torch.Tensor:
         vae = self.pipeline.vae
+        if vae is None:  # pixel space: the image is what is noised and denoised
+            return table.images.to(device)
         rows = []
         for i in range(len(table)):
             dist = vae.encode(table.images[i : i + 1].to(device, vae.dtype)).latent_dist

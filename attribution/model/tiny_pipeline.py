@@ -35,9 +35,10 @@ PREDICTION_TYPES = ("epsilon", "v_prediction")
 class TinyPipelineConfig:
     """Sizes of the tiny pipeline: small enough to train and sample in seconds on a CPU.
 
-    The VAE halves the image once per VAE block but the last (scale factor 2 with two blocks),
-    and the UNet's cross-attention reads the text encoder's hidden states, so `text_hidden`
-    must equal `cross_attention_dim`.
+    The VAE halves the image once per VAE block but the last (scale factor 2 with two blocks);
+    with no VAE blocks the pipeline has no VAE and the UNet denoises RGB pixels (the folder's
+    `model_index.json` says `"vae": [null, null]`). The UNet's cross-attention reads the text
+    encoder's hidden states, so `text_hidden` must equal `cross_attention_dim`.
     """
 
     latent_channels: int = 4
@@ -46,7 +47,10 @@ class TinyPipelineConfig:
     text_hidden: int = 32
     text_layers: int = 2
     max_length: int = 16  # tokenizer model_max_length and the text model's positions
-    vae_channels: tuple[int, ...] = (32, 64)
+    vae_channels: tuple[int, ...] = (32, 64)  # (): pixel space, no VAE
+    # which UNet levels (outermost first) carry cross-attention; (): the outermost only, as
+    # Stable Diffusion's lowest level has none
+    cross_attention_levels: tuple[bool, ...] = ()
     prediction_type: str = "epsilon"
     norm_num_groups: int = 8
     sample_size: int = 16  # the image side the pipeline generates by default
@@ -62,6 +66,17 @@ class TinyPipelineConfig:
             raise ValueError(f"text_hidden ({self.text_hidden}) must equal cross_attention_dim ({self.cross_attention_dim})")
         if self.max_length < 2:
             raise ValueError("max_length must leave room for the start and end tokens")
+        if self.cross_attention_levels and (len(self.cross_attention_levels) != len(self.unet_channels) or not any(self.cross_attention_levels)):
+            raise ValueError("cross_attention_levels needs one flag per UNet level, at least one of them set")
+
+    @property
+    def in_channels(self) -> int:
+        """What the UNet denoises: VAE latents, or RGB pixels without a VAE."""
+        return self.latent_channels if self.vae_channels else 3
+
+    @property
+    def attention_levels(self) -> tuple[bool, ...]:
+        return self.cross_attention_levels or (True,) + (False,) * (len(self.unet_channels) - 1)
 
 
 def _bpe(pieces: list[str], ranks: dict[tuple[str, str], int]) -> list[str]:
@@ -139,25 +154,24 @@ def build_tokenizer(folder: Path, max_length: int, words: tuple[str, ...] = ()) 
         (folder / name).write_bytes(text.encode("utf-8"))
 
 
-def _models(config: TinyPipelineConfig, vocab_size: int, bos: int, eos: int) -> tuple[UNet2DConditionModel, AutoencoderKL, CLIPTextModel]:
-    """The three networks, initialised from the torch RNG the caller seeded."""
-    vae_factor = 2 ** (len(config.vae_channels) - 1)
-    n_unet = len(config.unet_channels)
+def _models(config: TinyPipelineConfig, vocab_size: int, bos: int, eos: int) -> tuple[UNet2DConditionModel, AutoencoderKL | None, CLIPTextModel]:
+    """The three networks (no VAE in pixel space), initialised from the torch RNG the caller seeded."""
+    vae_factor = 2 ** (len(config.vae_channels) - 1) if config.vae_channels else 1
+    levels = config.attention_levels
     unet = UNet2DConditionModel(
         sample_size=config.sample_size // vae_factor,  # the default image, in latents
-        in_channels=config.latent_channels,
-        out_channels=config.latent_channels,
+        in_channels=config.in_channels,
+        out_channels=config.in_channels,
         layers_per_block=1,
         block_out_channels=config.unet_channels,
-        # SD's layout: cross-attention on the outer blocks, none at the lowest resolution
-        down_block_types=("CrossAttnDownBlock2D",) + ("DownBlock2D",) * (n_unet - 1),
-        up_block_types=("UpBlock2D",) * (n_unet - 1) + ("CrossAttnUpBlock2D",),
+        down_block_types=tuple("CrossAttnDownBlock2D" if a else "DownBlock2D" for a in levels),
+        up_block_types=tuple("CrossAttnUpBlock2D" if a else "UpBlock2D" for a in reversed(levels)),
         cross_attention_dim=config.cross_attention_dim,
         attention_head_dim=8,  # diffusers reads it as the head count: it must divide the channels
         norm_num_groups=config.norm_num_groups,
     )
     n_vae = len(config.vae_channels)
-    vae = AutoencoderKL(
+    vae = None if not n_vae else AutoencoderKL(
         in_channels=3,
         out_channels=3,
         down_block_types=("DownEncoderBlock2D",) * n_vae,

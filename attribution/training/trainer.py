@@ -122,7 +122,7 @@ def _text_to_image(config: TrainConfig, device: torch.device) -> tuple[Task, dic
     pipe = t2i.load_pipeline(config.model)
     task = t2i.TextToImage(pipe.unet, pipe, config.seed, config.caption_column, config.allow_empty_captions)
     t2i.check_latent_resolution(task, config.resolution)
-    for frozen in (pipe.vae, pipe.text_encoder):
+    for frozen in (m for m in (pipe.vae, pipe.text_encoder) if m is not None):
         frozen.requires_grad_(False)
         frozen.eval().to(device)
     source: dict[str, Any] = {
