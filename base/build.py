@@ -12,17 +12,19 @@ Steps (all seeded, all on the CPU):
 1. `npm pack` the pinned packages (or read them from `--source DIR`), check their sha512,
    rasterize every icon (flags, keycaps, letters and skin-tone variants left out) at 256 px
    with resvg, composite on white, downscale to 32 px with Lanczos, as `sample_data` does.
-2. Train the VAE (32 px images to 16x16x4 latents) on reconstruction.
-3. Train the UNet and the CLIP text encoder together on the latents and captions
+2. Train the UNet and the CLIP text encoder together on the 32 px images and captions
    (epsilon prediction, Stable Diffusion's noise schedule; 10 % of captions dropped so
-   that classifier-free guidance works).
-4. Save a Stable Diffusion layout pipeline folder (safetensors) that `royalty train --model`
-   and `royalty generate` load.
+   that classifier-free guidance works). With `--space latent`, first train a VAE
+   (32 px images to 16x16x4 latents) and denoise its latents instead: measured, that VAE
+   erases the outlines and shading that tell the owners' houses apart (BENCHMARKS.md,
+   owner attribution), so the shipped base denoises pixels.
+3. Save a Stable Diffusion layout pipeline folder (safetensors; no `vae/` in pixel space)
+   that `royalty train --model` and `royalty generate` load.
 
 Usage::
 
     python base/build.py                       # writes base/emoji-base/
-    python base/build.py --out DIR --source DIR --vae-steps N --unet-steps N
+    python base/build.py --out DIR --source DIR --unet-steps N [--space latent --vae-steps N]
 
 Requirements: royalty installed, `resvg-py==0.5.0`, and `npm` unless `--source` is given.
 """
@@ -226,7 +228,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--out", type=Path, default=HERE / "emoji-base")
     ap.add_argument("--source", type=Path, default=None, help="folder holding the pinned .tgz files (else npm pack)")
     ap.add_argument("--data", type=Path, default=None, help="keep the rasterized training images here")
-    ap.add_argument("--space", choices=("latent", "pixel"), default="latent", help="denoise VAE latents, or RGB pixels (no VAE)")
+    ap.add_argument("--space", choices=("latent", "pixel"), default="pixel", help="denoise VAE latents, or RGB pixels (no VAE)")
     ap.add_argument("--vae-steps", type=int, default=700)
     ap.add_argument("--unet-steps", type=int, default=1500)
     ap.add_argument("--batch-size", type=int, default=64)
