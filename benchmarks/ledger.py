@@ -79,7 +79,7 @@ def main() -> None:
                     f"{s['unattributed'].sum():.4f} ({s['unattributed_decay'].sum():.4f} / "
                     f"{s['unattributed_carried'].sum():.4f} / {s['unattributed_beyond'].sum():.4f})")
                 res = s["residual"].sum()
-                share = "–" if pd.isna(res) else f"{abs(res) / abs(change.sum()):.3f}"
+                share = "–" if pd.isna(res) else f"{abs(res) / abs(change.sum()):.4f}"
                 print(f"| {credit} | {order} | {seed} | {change.sum():.4f} | {s['value_sum'].sum():.4f} | {un} "
                       f"| {'–' if pd.isna(res) else f'{res:.4f}'} | {share} | {rho:.3f} | {seconds:.0f} |", flush=True)
 
