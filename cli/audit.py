@@ -137,6 +137,11 @@ LABELS = {
     "first_order_only": "first order",
     "leave_one_out_vs_retraining": "leave-one-out",
     "": "vs retraining",
+    "in_run": "in-run",
+    "in_run_specific": "in-run specific",
+    "retraining_shapley": "retraining Shapley",
+    "retraining_shapley_specific": "retraining Shapley specific",
+    "leave_one_out": "leave-one-out",
 }
 
 
@@ -179,6 +184,12 @@ def render_table(doc: dict[str, Any], console: Console) -> None:
         owners.add_row(o["owner"], str(o["images"]), _fmt(o["in_run"], 5), _fmt(o["retraining_shapley"], 5),
                        _fmt(o["leave_one_out"], 5), _fmt(o["share_in_run"]), _fmt(o["share_retraining"]))
     console.print(owners)
+    accuracy = doc["owner_accuracy"]
+    if accuracy is not None:
+        console.print(
+            f"owner accuracy ({accuracy['targets']} targets that name an audited owner; top owner is that owner): "
+            + ", ".join(f"{LABELS.get(b, b)} {m['hits']}/{accuracy['targets']}" for b, m in accuracy["by_basis"].items())
+        )
     eff = doc["efficiency"]
     console.print(
         f"efficiency: Σ value_sum {_fmt(eff['total_value_sum'], 5)} vs measured change "

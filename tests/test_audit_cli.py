@@ -95,6 +95,26 @@ def test_json_contract(audited) -> None:
     assert [o["owner"] for o in doc["owners"]] == OWNERS
     assert sum(o["share_retraining"] for o in doc["owners"]) == pytest.approx(1.0)
 
+    # owner accuracy, recounted from the per-target tables and the targets' own owner column
+    assert [t["owner"] for t in targets] == OWNERS  # audit_fixtures: target cross-X is X's style
+    accuracy = doc["owner_accuracy"]
+    assert accuracy["targets"] == 3
+    assert set(accuracy["by_basis"]) == {"in_run", "in_run_specific", "retraining_shapley",
+                                         "retraining_shapley_specific", "leave_one_out"}  # fmt: skip
+    specific_in_run = values.groupby(["owner", "target_id"])["value_specific"].sum()
+    tables = {
+        "in_run": lambda t: t["in_run"],
+        "in_run_specific": lambda t: {o: specific_in_run[(o, t["target_id"])] for o in OWNERS},
+        "retraining_shapley": lambda t: t["retraining_shapley"],
+        # the contrast game (reference: the mean over targets) by linearity
+        "retraining_shapley_specific": lambda t: {
+            o: t["retraining_shapley"][o] - np.mean([u["retraining_shapley"][o] for u in targets]) for o in OWNERS},
+        "leave_one_out": lambda t: t["leave_one_out"],
+    }
+    for basis, table in tables.items():
+        hits = sum(max(OWNERS, key=table(t).__getitem__) == t["owner"] for t in targets)
+        assert accuracy["by_basis"][basis] == {"hits": hits, "share": hits / 3}, basis
+
     eff = doc["efficiency"]
     steps = pd.read_parquet(run / run_folder.STEPS)
     assert eff["steps"] == steps["step"].tolist()
@@ -200,6 +220,8 @@ def test_owners_n_keeps_the_others_in_every_coalition(audited) -> None:
     run, full = audited
     proc = royalty("audit", run, "--owners", "2", "--seeds", "1", "--format", "table", check=True)
     assert "owners (summed over targets)" in proc.stdout  # --format table: the table is the document
+    # two of the three targets name an audited owner
+    assert re.search(r"owner accuracy \(2 targets .*in-run \d/2, in-run specific \d/2, retraining Shapley \d/2", proc.stdout), proc.stdout
     proc = royalty("audit", run, "--owners", "2", "--seeds", "1", "--quiet", check=True)
     doc = json.loads(proc.stdout)
     players = doc["game"]["players"]

@@ -39,7 +39,8 @@ def runs(folders, tmp_path_factory) -> dict[str, tuple[Path, str]]:
     recipes = {
         "one": (royalty, ("--batch-size", "4", "--checkpoint-every", "2", *SGD)),
         "two": (torchrun, ("--batch-size", "4", "--checkpoint-every", "2", *SGD)),
-        "accelerate": (accelerate, ("--batch-size", "4", *SGD)),
+        "two-bf16": (torchrun, ("--batch-size", "4", "--mixed-precision", "bf16", *SGD)),
+        "accelerate-bf16": (partial(accelerate, launch=("--multi_gpu", "--mixed_precision", "bf16")), ("--batch-size", "4", *SGD)),
         "accumulated": (royalty, ("--batch-size", "2", "--gradient-accumulation-steps", "2", *SGD)),
         "two-accumulated": (torchrun, ("--batch-size", "2", "--gradient-accumulation-steps", "2", *SGD)),
         "one-adam2": (royalty, ("--batch-size", "4", *ADAM2)),
@@ -69,12 +70,17 @@ def test_two_processes_equal_one_with_the_global_batch(runs) -> None:
     assert manifest["outputs"] == run_folder.output_hashes(two)
 
 
-def test_accelerate_launch_equals_one_process_with_the_global_batch(runs) -> None:
-    (one, _), (acc, stdout) = runs["one"], runs["accelerate"]
-    _assert_same_run(one, acc, SGD_RTOL, weights_atol=1e-5)  # the tolerances of torchrun's test
+def test_accelerate_launch_is_the_torchrun_run_and_honours_its_mixed_precision(runs) -> None:
+    """`accelerate launch --mixed_precision bf16` trains in bf16 as --mixed-precision bf16 does.
+
+    The same recipe on the same 2 processes gives the same bits whichever launcher started
+    them: accelerate's ranks, world and precision are torchrun's, and torchrun's run is
+    the one-process run (test_two_processes_equal_one_with_the_global_batch)."""
+    (acc, stdout), (two, _) = runs["accelerate-bf16"], runs["two-bf16"]
     assert json.loads(stdout)["world_size"] == 2
     manifest = json.loads((acc / run_folder.MANIFEST).read_text())
-    assert manifest["world_size"] == 2 and manifest["config"]["mixed_precision"] == "no"
+    assert manifest["world_size"] == 2 and manifest["config"]["mixed_precision"] == "bf16"
+    assert _values(acc).equals(_values(two))
 
 
 def test_gradient_accumulation_is_the_union_of_micro_batches(runs) -> None:
@@ -122,9 +128,11 @@ def test_bf16_mixed_precision_values_are_close_to_float32(folders, runs, tmp_pat
     data, targets = folders
     out = tmp_path / "bf16"
     _check(royalty("train", data, "--targets", targets, "--out", out, "--batch-size", "4", "--mixed-precision", "bf16", *SGD))
-    a, b = _values(runs["one"][0])["value"].to_numpy(), _values(out)["value"].to_numpy()
-    assert np.linalg.norm(a - b) / np.linalg.norm(a) < 0.02
-    assert json.loads((out / run_folder.MANIFEST).read_text())["config"]["mixed_precision"] == "bf16"
+    a = _values(runs["one"][0])["value"].to_numpy()
+    for bf16 in (out, runs["two-bf16"][0]):  # one process, and two
+        b = _values(bf16)["value"].to_numpy()
+        assert np.linalg.norm(a - b) / np.linalg.norm(a) < 0.02
+        assert json.loads((bf16 / run_folder.MANIFEST).read_text())["config"]["mixed_precision"] == "bf16"
 
 
 def test_bad_accumulation_and_precision_options(folders, tmp_path) -> None:

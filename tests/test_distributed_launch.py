@@ -6,7 +6,6 @@ dying worker; the claims and tolerances of test_distributed.py (distributed_fixt
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import signal
@@ -27,20 +26,6 @@ from train_fixtures import make_folders, royalty
 @pytest.fixture(scope="module")
 def folders(tmp_path_factory) -> tuple[Path, Path]:
     return make_folders(tmp_path_factory.mktemp("dist-data"))
-
-
-def test_accelerate_mixed_precision_is_honoured(folders, tmp_path) -> None:
-    """`accelerate launch --mixed_precision bf16` trains in bf16 as --mixed-precision bf16 does."""
-    data, targets = folders
-    by_option = tmp_path / "option"
-    _check(torchrun("train", data, "--targets", targets, "--out", by_option, "--batch-size", "4",
-                    "--mixed-precision", "bf16", *SGD))
-    by_launcher = tmp_path / "launcher"
-    _check(accelerate("train", data, "--targets", targets, "--out", by_launcher, "--batch-size", "4", *SGD,
-                      launch=("--multi_gpu", "--mixed_precision", "bf16")))
-    assert json.loads((by_launcher / run_folder.MANIFEST).read_text())["config"]["mixed_precision"] == "bf16"
-    # the same recipe on the same 2 processes: the same bits, whichever way bf16 was asked for
-    assert _values(by_option).equals(_values(by_launcher))
 
 
 @pytest.mark.parametrize(

@@ -29,6 +29,7 @@ from royalty.attribution.audit.service import FORMAT_VERSION, Outcome, shapley_b
 from royalty.attribution.audit.metrics import agreement, efficiency_trace, mean_agreement, shares
 from royalty.attribution.audit.retrain import SEED_STRIDE
 from royalty.attribution.contract.run_folder import SPECIFIC_COLUMN
+from royalty.attribution.audit.owner_accuracy import owner_accuracy
 from royalty.attribution.audit.subset_linear import linear_subset_shapley
 
 
@@ -135,6 +136,7 @@ def build_report(outcome: Outcome) -> dict[str, Any]:
         "efficiency": efficiency_trace(run.steps),
         "summary": None,
         "second_order": _second_order(outcome),
+        "owner_accuracy": None,
         "owners": None,
         "targets": None,
     }
@@ -144,19 +146,35 @@ def build_report(outcome: Outcome) -> dict[str, Any]:
     phi = {s: _matrix(r["shapley"], players) for s, r in seeds.items()}  # [players, columns]
     raw = [phi[s][:, :k] for s in sorted(phi)]
     summary: dict[str, Any] = {"raw": _comparisons(outcome, "value", raw)}
-    if SPECIFIC_COLUMN in run.values.columns:
-        specific = [_specific(phi[s], run) for s in sorted(phi)]
-        if specific[0] is not None:
-            summary["specific"] = _comparisons(outcome, SPECIFIC_COLUMN, specific)
+    specific = [_specific(phi[s], run) for s in sorted(phi)] if SPECIFIC_COLUMN in run.values.columns else None
+    if specific is not None and specific[0] is None:
+        specific = None
+    if specific is not None:
+        summary["specific"] = _comparisons(outcome, SPECIFIC_COLUMN, specific)
     if run.config.order == 2:
         summary["first_order_only"] = _comparisons(outcome, "value_first_order", raw)
     loos = [_matrix(r["loo"], players)[:, :k] for s, r in sorted(seeds.items()) if r["loo"] is not None]
     if loos:
         summary["leave_one_out_vs_retraining"] = agreement(np.mean(loos, axis=0), np.mean(raw, axis=0))
     doc["summary"] = summary
+    doc["owner_accuracy"] = _owner_accuracy(outcome, raw, specific, loos)
 
     doc["owners"], doc["targets"] = _tables(outcome, seeds, raw, loos)
     return doc
+
+
+def _owner_accuracy(outcome: Outcome, raw: list, specific: list | None, loos: list) -> dict[str, Any] | None:
+    """Each basis's top owner against the targets' own `owner` column (where they name one)."""
+    run, players = outcome.run, outcome.plan.players
+    bases = {"in_run": _in_run(outcome, "value")}
+    if SPECIFIC_COLUMN in run.values.columns:
+        bases["in_run_specific"] = _in_run(outcome, SPECIFIC_COLUMN)
+    bases["retraining_shapley"] = np.mean(raw, axis=0)
+    if specific is not None:
+        bases["retraining_shapley_specific"] = np.mean(specific, axis=0)
+    if loos:
+        bases["leave_one_out"] = np.mean(loos, axis=0)
+    return owner_accuracy(players, run.targets.owners, bases)
 
 
 def _tables(outcome: Outcome, seeds: dict, raw: list[np.ndarray], loos: list[np.ndarray]) -> tuple[list, list]:
@@ -183,6 +201,7 @@ def _tables(outcome: Outcome, seeds: dict, raw: list[np.ndarray], loos: list[np.
     for j, target in enumerate(run.targets.ids):
         row: dict[str, Any] = {
             "target_id": target,
+            "owner": run.targets.owners[j] or None,
             "in_run": {p: float(in_run[i, j]) for i, p in enumerate(players)},
             "retraining_shapley": {p: float(mean_phi[i, j]) for i, p in enumerate(players)},
             "retraining_shapley_by_seed": [{p: float(m[i, j]) for i, p in enumerate(players)} for m in raw],
