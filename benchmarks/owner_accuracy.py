@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from style_baselines import FEATURES, RULES, load_images
+from style_baselines import load_images, predict_owners
 
 STYLE_BASELINES = ("pixels", "edge-strength histogram")  # with the nearest-centroid ("distance") rule
 
@@ -53,22 +53,18 @@ def style_baseline_tops(train_dir: Path, targets_dir: Path) -> dict[str, pd.Seri
     train = pd.read_csv(train_dir / "metadata.csv", dtype=str, keep_default_na=False)
     targets = pd.read_csv(targets_dir / "metadata.csv", dtype=str, keep_default_na=False)
     x, y = load_images(train_dir, train["file_name"]), load_images(targets_dir, targets["file_name"])
-    owners = np.array(sorted(train["owner"].unique()))
-    tops = {}
-    for name in STYLE_BASELINES:
-        f, g = FEATURES[name](x), FEATURES[name](y)
-        centroids = np.stack([f[train["owner"].to_numpy() == o].mean(0) for o in owners])
-        tops[f"{name} (no model)"] = pd.Series(owners[RULES["distance"](g, centroids, f.mean(0)).argmax(1)], index=targets["target_id"])
-    return tops
+    return {
+        f"{name} (no model)": pd.Series(predict_owners(x, train["owner"].to_numpy(), y, name, "distance"), index=targets["target_id"])
+        for name in STYLE_BASELINES
+    }
 
 
-def run_tops(run: Path, audits: dict[str, dict]) -> dict[str, pd.Series]:
+def run_tops(run: Path, audit: dict | None) -> dict[str, pd.Series]:
     """Per basis: target_id → the owner with the largest value."""
     values = pd.read_parquet(run / "values.parquet")
     tables = {b: owner_table(values, b) for b in ("value", "value_specific") if b in values.columns}
-    run_id = json.loads((run / "run.json").read_text())["run_id"]
-    if run_id in audits:
-        tables.update(audit_tables(audits[run_id]))
+    if audit is not None:
+        tables.update(audit_tables(audit))
     return {b: t.idxmax(axis=1) for b, t in tables.items()}
 
 
@@ -78,17 +74,18 @@ def main() -> None:
     ap.add_argument("--targets", type=Path, default=None, help="default: the targets folder the first RUN was trained on")
     ap.add_argument("--audit", type=Path, action="append", default=[], help="the JSON document of `royalty audit RUN` (repeatable)")
     args = ap.parse_args()
-    config = json.loads((args.runs[0] / "run.json").read_text())["config"]
+    manifests = [json.loads((r / "run.json").read_text()) for r in args.runs]
+    config = manifests[0]["config"]
     targets_dir = args.targets or Path(config["targets"])
     meta = pd.read_csv(targets_dir / "metadata.csv", dtype=str, keep_default_na=False)
     truth = dict(zip(meta["target_id"], meta["owner"]))
     mix = dict(zip(meta["target_id"], meta.get("mix", pd.Series([""] * len(meta)))))
     audits = {doc["run_id"]: doc for doc in (json.loads(p.read_text()) for p in args.audit)}
-    unmatched = set(audits) - {json.loads((r / "run.json").read_text())["run_id"] for r in args.runs}
+    unmatched = set(audits) - {m["run_id"] for m in manifests}
     if unmatched:
         raise SystemExit(f"--audit documents of runs not given: run ids {sorted(unmatched)}")
     style = style_baseline_tops(Path(config["data"]), targets_dir)
-    per_run = [{**run_tops(run, audits), **style} for run in args.runs]
+    per_run = [{**run_tops(run, audits.get(m["run_id"])), **style} for run, m in zip(args.runs, manifests)]
     single = [t for t in per_run[0]["value"].index if truth.get(t, "")]
 
     if len(args.runs) == 1:
@@ -101,7 +98,7 @@ def main() -> None:
             print(f"{target:<26} {label:<20} " + " ".join(f"{c + (' ✓' if c == true else ''):<24}" for c in cells))
         print()
 
-    seeds = [str(json.loads((r / "run.json").read_text())["config"]["seed"]) for r in args.runs]
+    seeds = [str(m["config"]["seed"]) for m in manifests]
     owners = pd.read_csv(Path(config["data"]) / "metadata.csv", dtype=str, keep_default_na=False)["owner"].nunique()
     print(f"True owner on top, {len(single)} single-style targets (chance {100 / owners:.0f} %):\n")
     print("| basis | " + " | ".join(f"seed {s}" for s in seeds) + " | mean |")

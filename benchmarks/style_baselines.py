@@ -62,6 +62,14 @@ def vae_round_trip(pipeline: Path, images: np.ndarray) -> np.ndarray:
     return ((out.clamp(-1, 1) + 1) * 127.5).round().permute(0, 2, 3, 1).double().numpy() / 255
 
 
+def predict_owners(x: np.ndarray, train_owners: np.ndarray, y: np.ndarray, feature: str, rule: str) -> np.ndarray:
+    """Each target image's predicted owner: the best-scoring owner centroid of the training images' features."""
+    owners = np.array(sorted(set(train_owners)))
+    f, g = FEATURES[feature](x), FEATURES[feature](y)
+    centroids = np.stack([f[train_owners == o].mean(0) for o in owners])
+    return owners[RULES[rule](g, centroids, f.mean(0)).argmax(1)]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", type=Path, default=Path("sample_data"))
@@ -79,13 +87,10 @@ def main() -> None:
     print(f"{len(truth)} single-style targets, {len(owners)} owners (chance {100 / len(owners):.0f} %)")
     print("| features | " + " | ".join(RULES) + " |")
     print("|---|" + "---|" * len(RULES))
-    for name, feature in FEATURES.items():
-        f, g = feature(x), feature(y)
-        centroids = np.stack([f[train["owner"].to_numpy() == o].mean(0) for o in owners])
+    for name in FEATURES:
         cells = []
-        for rule in RULES.values():
-            predicted = np.array(owners)[rule(g, centroids, f.mean(0)).argmax(1)]
-            hits = int((predicted == truth).sum())
+        for rule in RULES:
+            hits = int((predict_owners(x, train["owner"].to_numpy(), y, name, rule) == truth).sum())
             cells.append(f"{hits}/{len(truth)} ({100 * hits / len(truth):.0f} %)")
         print(f"| {name} | " + " | ".join(cells) + " |")
 

@@ -146,11 +146,12 @@ def build_report(outcome: Outcome) -> dict[str, Any]:
     phi = {s: _matrix(r["shapley"], players) for s, r in seeds.items()}  # [players, columns]
     raw = [phi[s][:, :k] for s in sorted(phi)]
     summary: dict[str, Any] = {"raw": _comparisons(outcome, "value", raw)}
-    specific = [_specific(phi[s], run) for s in sorted(phi)] if SPECIFIC_COLUMN in run.values.columns else None
-    if specific is not None and specific[0] is None:
-        specific = None
-    if specific is not None:
-        summary["specific"] = _comparisons(outcome, SPECIFIC_COLUMN, specific)
+    specific = None  # the contrast game's Shapley values per seed, where the run has `value_specific`
+    if SPECIFIC_COLUMN in run.values.columns:
+        per_seed = [_specific(phi[s], run) for s in sorted(phi)]
+        if per_seed[0] is not None:
+            specific = per_seed
+            summary["specific"] = _comparisons(outcome, SPECIFIC_COLUMN, specific)
     if run.config.order == 2:
         summary["first_order_only"] = _comparisons(outcome, "value_first_order", raw)
     loos = [_matrix(r["loo"], players)[:, :k] for s, r in sorted(seeds.items()) if r["loo"] is not None]
