@@ -1,6 +1,6 @@
 """Cost and variance of the cheaper target-side estimators, K = 100 targets.
 
-    python benchmarks/estimators.py [--steps 12] [--reps 3] [--targets 100]
+    python benchmarks/estimators.py [--steps 12] [--reps 3] [--targets 100] [--subsets 10 25]
 
 One training trajectory (tiny UNet, 16 px, SGD, B=16); at every step the same batch is
 valued by each estimator. The *exact* mode uses M=4 fixed draws per target (seed 0).
@@ -34,6 +34,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=12)
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--targets", type=int, default=100)
+    ap.add_argument("--subsets", type=int, nargs="+", default=[10, 25], help="S of the subset and rotation rows")
     args = ap.parse_args()
     res, b, lr, draws = 16, 16, 0.02, 4
     train = load_training_data(ROOT / "train", res)
@@ -46,8 +47,10 @@ def main() -> None:
 
     estimators = {"exact": [plan("exact", 0)], "exact, other draws": [plan("exact", 100 + r) for r in range(args.reps)]}
     estimators["fresh (1 draw/step)"] = [plan("fresh", 200 + r) for r in range(args.reps)]
-    for s in (10, 25):
+    for s in args.subsets:
         estimators[f"subset S={s}"] = [plan("subset", 300 + 10 * s + r, s) for r in range(args.reps)]
+    for s in args.subsets:
+        estimators[f"rotation S={s}"] = [plan("rotation", 600 + 10 * s + r, s) for r in range(args.reps)]
 
     unet = build_default_unet(res, seed=0)
     sched = default_scheduler()
@@ -76,19 +79,32 @@ def main() -> None:
         opt.step()  # the update is the same whichever estimator valued the step
         print(f"step {step + 1}/{args.steps}", flush=True)
 
+    # what a payout sums: each owner's values per target
+    owners = sorted(set(train.owners))
+    by_owner = torch.zeros(len(owners), len(train), dtype=torch.float64)
+    by_owner[[owners.index(o) for o in train.owners], torch.arange(len(train))] = 1.0
     exact = totals["exact"][0]
-    print(f"\nK={k} targets, B={b}, {res} px, {args.steps} steps, {args.reps} estimator seeds each")
-    print("| estimator | target rows/step | ms/step | × exact | rel. error of summed values (mean ± sd) |")
-    print("|---|---|---|---|---|")
+    exact_owner = by_owner @ exact
+
+    def rel(v: torch.Tensor, ref: torch.Tensor) -> float:
+        return float((v - ref).norm() / ref.norm())
+
+    print(f"\nK={k} targets, B={b}, {res} px, {args.steps} steps, {len(owners)} owners, {args.reps} estimator seeds each")
+    print("| estimator | target rows/step | ms/step | × exact | rel. error of summed values (mean ± sd) "
+          "| of owner × target sums | of owner totals (what a payout splits) |")
+    print("|---|---|---|---|---|---|---|")
     base = seconds["exact"] / args.steps * 1000
     for name, plans in estimators.items():
         ms = seconds[name] / args.steps * 1000
         rows = len(plans[0].rows(0).slot)
         if name == "exact":
-            print(f"| {name} (M={draws}) | {rows} | {ms:.0f} | 1.00 | 0 (reference) |")
+            print(f"| {name} (M={draws}) | {rows} | {ms:.0f} | 1.00 | 0 (reference) | 0 | 0 |")
             continue
-        errs = torch.tensor([float((v - exact).norm() / exact.norm()) for v in totals[name]])
-        print(f"| {name} | {rows} | {ms:.0f} | {ms / base:.2f} | {errs.mean():.3f} ± {errs.std():.3f} |")
+        errs = torch.tensor([rel(v, exact) for v in totals[name]])
+        owner_errs = torch.tensor([rel(by_owner @ v, exact_owner) for v in totals[name]])
+        total_errs = torch.tensor([rel((by_owner @ v).sum(1), exact_owner.sum(1)) for v in totals[name]])
+        print(f"| {name} | {rows} | {ms:.0f} | {ms / base:.2f} | {errs.mean():.3f} ± {errs.std():.3f} "
+              f"| {owner_errs.mean():.3f} ± {owner_errs.std():.3f} | {total_errs.mean():.3f} ± {total_errs.std():.3f} |")
 
 
 if __name__ == "__main__":

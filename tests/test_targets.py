@@ -52,6 +52,45 @@ def test_subset_is_unbiased_over_steps() -> None:
     assert weight[5] == 1
 
 
+def test_rotation_values_every_target_once_a_round() -> None:
+    """K=5, S=2: rounds of 3 steps with shares of 2, 2 and 1 targets, weighted K/share."""
+    p = plan("rotation", subset=2, reference=True)
+    assert p.per_step == 3
+    orders = []
+    for rnd in range(4):
+        steps = [p.rows(3 * rnd + j) for j in range(3)]
+        picked = [rows.columns[:-1].tolist() for rows in steps]
+        assert [len(c) for c in picked] == [2, 2, 1]
+        assert sorted(sum(picked, [])) == [0, 1, 2, 3, 4]  # each target once, none twice
+        for rows, cols in zip(steps, picked):
+            assert rows.columns[-1] == 5 and rows.scale[-1] == 1  # the reference every step
+            assert torch.equal(rows.scale[:-1], torch.full((len(cols),), 5 / len(cols), dtype=torch.float64))
+            assert cols == sorted(cols)
+        orders.append(picked)
+    assert len({str(o) for o in orders}) > 1  # a new order each round
+    again = plan("rotation", subset=2, reference=True).rows(4)  # a function of (seed, step): resumable
+    assert again.columns.tolist() == orders[1][1] + [5] and torch.equal(again.noise, p.rows(4).noise)
+
+
+def test_rotation_is_unbiased_over_rounds() -> None:
+    """Whichever share of its round a target falls in, its expected weight per step is 1."""
+    p = plan("rotation", subset=2)
+    weight = torch.zeros(5, dtype=torch.float64)
+    steps = 3 * 1500
+    for step in range(steps):
+        rows = p.rows(step)
+        weight.index_add_(0, rows.columns, rows.scale)
+    weight /= steps
+    assert torch.allclose(weight, torch.ones(5, dtype=torch.float64), atol=0.08)
+
+
+def test_rotation_and_subset_of_every_target_are_exact() -> None:
+    exact = plan("exact").rows(3)
+    for estimator in ("subset", "rotation"):
+        rows = plan(estimator, subset=5).rows(3)
+        assert torch.equal(rows.noise, exact.noise) and torch.equal(rows.columns, exact.columns) and (rows.scale == 1).all()
+
+
 def test_batches_walk_through_epoch_permutations() -> None:
     seen = torch.cat([batch_indices(3, s, 4, 10) for s in range(5)])  # 20 = two epochs
     assert sorted(seen[:10].tolist()) == list(range(10))

@@ -155,7 +155,7 @@ def test_resume_computes_with_the_interrupted_runs_cpu_threads(folders, tmp_path
     assert json.loads((cut / run_folder.MANIFEST).read_text())["cpu_threads"] == 2
 
 
-@pytest.mark.parametrize("extra", [("--optimizer", "adamw", "--lr", "0.001"), ("--order", "2"), ("--estimator", "fresh"), ("--estimator", "subset", "--target-subset", "1")])
+@pytest.mark.parametrize("extra", [("--optimizer", "adamw", "--lr", "0.001"), ("--order", "2"), ("--estimator", "fresh"), ("--estimator", "subset", "--target-subset", "1"), ("--estimator", "rotation", "--target-subset", "1")])
 def test_other_modes_run(folders, tmp_path, extra) -> None:
     data, targets = folders
     out = tmp_path / "run"

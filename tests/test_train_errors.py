@@ -104,6 +104,20 @@ def test_bad_option_value(tmp_path, data, targets) -> None:
     assert_fails(train(data, targets, tmp_path / "out", "--optimizer", "lion"), 2, "--optimizer")
 
 
+@pytest.mark.parametrize(
+    "extra,needle",
+    [
+        (("--estimator", "lottery"), "--estimator"),
+        (("--estimator", "subset"), "--target-subset"),
+        (("--estimator", "rotation"), "--target-subset"),
+        (("--estimator", "rotation", "--target-subset", "99"), "exceeds"),
+    ],
+    ids=["unknown", "subset-without-size", "rotation-without-size", "more-than-the-targets"],
+)
+def test_bad_estimator_options(tmp_path, data, targets, extra, needle) -> None:
+    assert_fails(train(data, targets, tmp_path / "out", *extra), 2, needle)
+
+
 @pytest.mark.parametrize("value", ["0", "1001"])
 def test_train_max_timestep_out_of_range(tmp_path, data, targets, value) -> None:
     assert_fails(train(data, targets, tmp_path / "out", "--train-max-timestep", value), 2, "--train-max-timestep")

@@ -14,7 +14,7 @@ from typing import Any
 
 from royalty.errors import DataError, UsageError
 
-ESTIMATORS = ("exact", "fresh", "subset")
+ESTIMATORS = ("exact", "fresh", "subset", "rotation")
 MIXED_PRECISION = ("no", "bf16")
 # accelerate's --mixed_precision reaches the processes as this variable
 ACCELERATE_MIXED_PRECISION = "ACCELERATE_MIXED_PRECISION"
@@ -140,8 +140,8 @@ class TrainConfig:
     # valued steps draw training timesteps below this (None: the scheduler's whole range);
     # the warm-up always uses the whole range
     train_max_timestep: int | None = None
-    estimator: str = "exact"  # exact | fresh (one fresh draw per target per step) | subset
-    target_subset: int = 0  # targets per step for estimator=subset
+    estimator: str = "exact"  # exact | fresh (one fresh draw per target per step) | subset | rotation
+    target_subset: int = 0  # targets per step for estimator=subset or rotation
     reference: str = REFERENCE_TARGETS_MEAN  # a folder, "targets-mean" or "none"
     seed: int = 0
     values: bool = True
@@ -191,8 +191,8 @@ class TrainConfig:
             raise UsageError(f"--train-max-timestep must be in 1..1000, got {self.train_max_timestep}")
         if self.estimator not in ESTIMATORS:
             raise UsageError(f"--estimator must be one of {', '.join(ESTIMATORS)}, got {self.estimator!r}")
-        if self.estimator == "subset" and self.target_subset < 1:
-            raise UsageError("--estimator subset needs --target-subset N (targets per step)")
+        if self.estimator in ("subset", "rotation") and self.target_subset < 1:
+            raise UsageError(f"--estimator {self.estimator} needs --target-subset N (targets per step)")
         if self.warmup_lr is not None and not self.warmup_lr > 0:
             raise UsageError(f"--warmup-lr must be positive, got {self.warmup_lr}")
         if self.checkpoint_every < 0 or self.warmup_steps < 0:

@@ -8,7 +8,10 @@ images, docs/design.md §1.7). Three estimators:
   (common random numbers), so ℓ_T(w) is a deterministic function of w;
 - fresh: one new draw per image per step — unbiased for the values averaged over draws;
 - subset: the exact draws of a random subset of S targets per step, values scaled K/S —
-  unbiased for the run's summed values; R (if any) is evaluated every step.
+  unbiased for the run's summed values; R (if any) is evaluated every step;
+- rotation: as subset, but each round of ⌈K/S⌉ steps takes the targets in one random
+  order, S per step, so every target is valued once a round (the count of steps a target
+  is valued in, which varies under subset, no longer adds variance).
 """
 
 from __future__ import annotations
@@ -66,15 +69,35 @@ class TargetPlan:
     def n_columns(self) -> int:
         return len(self.groups)
 
+    @property
+    def per_step(self) -> int:
+        """Columns a step evaluates (at most: a rotation round's last share can be smaller)."""
+        if self.estimator in ("subset", "rotation") and self.subset < self.n_targets:
+            return self.subset + self.n_columns - self.n_targets
+        return self.n_columns
+
     def rows(self, step: int) -> TargetRows:
         if self.estimator == "fresh":
             return self._rows(range(self.n_columns), draws=1, purpose="target-fresh", index=step, scale=1.0)
         if self.estimator == "subset" and self.subset < self.n_targets:
             pick = torch.randperm(self.n_targets, generator=generator(self.seed, "target-subset", step))[: self.subset]
-            chosen = sorted(int(i) for i in pick) + list(range(self.n_targets, self.n_columns))
-            scale = self.n_targets / self.subset
-            return self._rows(chosen, self.draws, "target-draws", 0, scale)
+            return self._share(pick)
+        if self.estimator == "rotation" and self.subset < self.n_targets:
+            # round r (⌈K/S⌉ steps) walks one random order of the targets, S per step: a
+            # target's share is a uniformly random step of each round, never two or none
+            per_round = -(-self.n_targets // self.subset)
+            rnd, pos = divmod(step, per_round)
+            order = torch.randperm(self.n_targets, generator=generator(self.seed, "target-rotation", rnd))
+            return self._share(order[pos * self.subset : (pos + 1) * self.subset])
         return self._rows(range(self.n_columns), self.draws, "target-draws", 0, 1.0)
+
+    def _share(self, pick: torch.Tensor) -> TargetRows:
+        """The exact draws of the picked targets (and the reference), values scaled K/|pick|.
+
+        Each target is picked with probability |pick|/K at this step (a round's last share
+        can be smaller than S), so the scaled values are unbiased for the exact ones."""
+        chosen = sorted(int(i) for i in pick) + list(range(self.n_targets, self.n_columns))
+        return self._rows(chosen, self.draws, "target-draws", 0, self.n_targets / len(pick))
 
     def _rows(self, columns, draws: int, purpose: str, index: int, scale: float) -> TargetRows:
         images, slots, ts, noises, cols, scales = [], [], [], [], [], []

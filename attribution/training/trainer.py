@@ -77,7 +77,7 @@ def prepare(
     reference = None
     if config.reference not in (REFERENCE_TARGETS_MEAN, REFERENCE_NONE):
         reference = load_targets(Path(config.reference), config.resolution, what="reference")
-    if config.estimator == "subset" and config.target_subset > len(targets):
+    if config.estimator in ("subset", "rotation") and config.target_subset > len(targets):
         raise UsageError(f"--target-subset {config.target_subset} exceeds the {len(targets)} targets")
     if config.values:
         plan_model(task.model)  # refuses a model with parameters no rule covers

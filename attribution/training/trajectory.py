@@ -231,7 +231,7 @@ def valued_steps(
             finish = None if par.trivial else lambda: par.finish_grads(optimizer)
             if cfg.applied_credit:
                 if tally.window is None:  # the valued phase starts: what momentum it inherits
-                    tally.window = new_window(cfg, optimizer, engine.params, plan.n_columns, len(rows.columns))
+                    tally.window = new_window(cfg, optimizer, engine.params, plan.n_columns, plan.per_step)
                 out = applied_step(cfg, optimizer, engine, tally.window, StepBatch(
                     step, idx, _micro_losses(task, batch, par), targets, rows.columns, rows.scale, step + 1 == stop,
                     finish, par.in_step_order, par.summed, at_weights,
