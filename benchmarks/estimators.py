@@ -1,4 +1,4 @@
-"""Cost and variance of the cheaper target-side estimators, K = 100 targets.
+"""Cost and variance of the cheaper target-side estimators (K = 100 targets unless --targets).
 
     python benchmarks/estimators.py [--steps 12] [--reps 3] [--targets 100] [--subsets 10 25]
 
@@ -6,8 +6,9 @@ One training trajectory (tiny UNet, 16 px, SGD, B=16); at every step the same ba
 valued by each estimator. The *exact* mode uses M=4 fixed draws per target (seed 0).
 For each estimator, over `--reps` independent estimator seeds, it reports the engine's
 milliseconds per step and the relative error of the run's summed values against exact
-mode, ‖V − V_exact‖ / ‖V_exact‖ over all (sample, target) pairs. The row "exact, other
-draws" is exact mode with another draw seed: the error any choice of draws carries.
+mode, ‖V − V_exact‖ / ‖V_exact‖, over all (sample, target) pairs, over the (owner, target)
+sums and over the owners' totals. The row "exact, other draws" is exact mode with another
+draw seed: the error any choice of draws carries.
 """
 
 from __future__ import annotations
