@@ -14,6 +14,9 @@ target), prints milliseconds per step and the ratio to plain training on the B+K
                cannot avoid (the training pass must be plain training's own), before
                any per-sample work;
 - first:       the engine, first order (B×K values + the exact training gradient);
+- first, nothing built: the same with `EngineConfig(built_limit=0)`: the training pass
+               takes `.grad` from the summed kernels and the values build each layer's
+               per-sample gradients after it, one layer at a time (less memory, more time);
 - second:      the engine, order 2 (adds one Hessian-vector product per target: one
                double backward each, EngineConfig.hvp="loop", the default);
 - second, batched HVPs: the same with every target's product in one vmapped double
@@ -44,6 +47,7 @@ of GPU memory torch allocated, and times wait for the GPU to finish each step.
 from __future__ import annotations
 
 import argparse
+import re
 import multiprocessing as mp
 import resource
 import time
@@ -164,10 +168,13 @@ def _method(name: str, res: int, b: int, k: int, device: torch.device, window: i
             noise_prediction_losses(unet, sched, x[tr], t[tr], noise[tr]).mean().backward()
             noise_prediction_losses(unet, sched, x[tg], t[tg], noise[tg]).mean().backward()
         return run
-    if name in ("first", "second", "second, batched HVPs"):
-        order = 1 if name == "first" else 2
+    if name in ("first", "second", "second, batched HVPs", "first, nothing built"):
+        order = 2 if name.startswith("second") else 1
         hvp = "batched" if name == "second, batched HVPs" else "loop"
-        engine = ValueEngine(unet, EngineConfig(order=order, self_check=False, hvp=hvp))
+        # nothing built: `.grad` from the summed kernels, each layer's per-sample gradients
+        # built for its dots after the pass and freed (EngineConfig.built_limit = 0)
+        built = 0 if name.endswith("nothing built") else EngineConfig.built_limit
+        engine = ValueEngine(unet, EngineConfig(order=order, self_check=False, hvp=hvp, built_limit=built))
 
         def run() -> None:
             unet.zero_grad(set_to_none=True)
@@ -246,9 +253,18 @@ def _median_of_rounds(results: list[tuple[float, float, str | None]]) -> tuple[f
 
 
 METHODS = (
-    "plain", "plain (training pass)", "two passes", "first", "second", "second, batched HVPs", "plain + AdamW step", "applied first",
+    "plain", "plain (training pass)", "two passes", "first", "first, nothing built", "second", "second, batched HVPs", "plain + AdamW step", "applied first",
     "applied first (direct)", "applied second", "applied second (direct)", "applied second (secant)", "torch.func", "loop",
 )
+
+
+def _parse_methods(text: str, ap: argparse.ArgumentParser) -> list[str]:
+    """Comma-separated names; a comma followed by a space is part of a name ("second, batched HVPs")."""
+    names = [m.strip() for m in re.split(r",(?! )", text) if m.strip()]
+    unknown = [m for m in names if m not in METHODS]
+    if unknown:
+        ap.error(f"unknown method(s) {unknown}; choose from {list(METHODS)}")
+    return names
 
 
 def main() -> None:
@@ -271,7 +287,7 @@ def main() -> None:
     print("| px | B | K | method | ms/step | × plain | peak MB | × plain MB |")
     print("|---|---|---|---|---|---|---|---|")
     for res, b, k in cases:
-        methods = ["plain"] + [m for m in args.methods.split(",") if m != "plain"]
+        methods = ["plain"] + [m for m in _parse_methods(args.methods, ap) if m != "plain"]
         # rounds of every method in turn: this machine's speed drifts over minutes, and a
         # ratio of two cells measured minutes apart would carry that drift
         runs: dict[str, list[tuple[float, float, str | None]]] = {m: [] for m in methods}
