@@ -80,6 +80,7 @@ def collect(
         torch.cat([flat_rows(train[n], float(rows.shape[0])) for n in names], dim=1)
         for train, rows in zip(trains, row_losses)
     ])
+    del trains  # the captures and built gradients: not held through the targets' pass
     tv = at_weights if at_weights is not None else target_vectors(engine, targets)
     gather = targets.gather if targets.gather is not None else (lambda local: local)
     hvps_t = None
