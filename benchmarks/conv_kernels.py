@@ -1,6 +1,6 @@
 """What building per-sample convolution weight gradients costs on this device.
 
-    python benchmarks/conv_kernels.py [--res 16 32] [--batch 16 64] [--repeats 15]
+    python benchmarks/conv_kernels.py [--res 16 32] [--batch 16 64] [--repeats 15] [--device cpu|cuda]
 
 The values need each training row's own weight gradient of every Conv2d (or, where it
 is cheaper, ghost or forward dot products, which at these shapes are not: see
@@ -58,7 +58,7 @@ def conv_shapes(res: int) -> Counter:
     return seen
 
 
-def kernels(batch: int, shape: tuple) -> dict[str, Callable[[], torch.Tensor]]:
+def kernels(batch: int, shape: tuple, device: torch.device) -> dict[str, Callable[[], torch.Tensor]]:
     c_in, c_out, h, w, kernel, stride, padding = shape
     conv = nn.Conv2d(c_in, c_out, kernel, stride=stride, padding=padding, bias=False)
     g = torch.Generator().manual_seed(0)
@@ -66,6 +66,7 @@ def kernels(batch: int, shape: tuple) -> dict[str, Callable[[], torch.Tensor]]:
     with torch.no_grad():
         y = conv(x)
     gy = torch.randn(y.shape, generator=g)
+    conv, x, gy = conv.to(device), x.to(device), gy.to(device)
     x_in, pad = conv_input(conv, x)
     rep = ConvFactored(x_in, gy, conv.kernel_size, conv.stride, conv.dilation, 1, conv.weight.shape, pad)
     weight = conv.weight.detach()
@@ -110,13 +111,16 @@ def kernels(batch: int, shape: tuple) -> dict[str, Callable[[], torch.Tensor]]:
     return {"summed": summed, "engine": rep.materialize, "unfold": unfold, "loop": loop, "torch.func": func}
 
 
-def median_ms(fn: Callable[[], torch.Tensor], repeats: int) -> float:
+def median_ms(fn: Callable[[], torch.Tensor], repeats: int, device: torch.device) -> float:
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     fn()
     fn()
     times = []
     for _ in range(repeats):
+        sync()
         start = time.perf_counter()
         fn()
+        sync()
         times.append(time.perf_counter() - start)
     times.sort()
     return times[len(times) // 2] * 1e3
@@ -128,10 +132,18 @@ def main() -> None:
     parser.add_argument("--batch", type=int, nargs="+", default=[16, 64])
     parser.add_argument("--repeats", type=int, default=15)
     parser.add_argument("--no-allocator-tuning", action="store_true")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda")
     args = parser.parse_args()
-    if not args.no_allocator_tuning:
-        tune_cpu_allocator()
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
+    device = torch.device(args.device)
+    if device.type == "cuda":
+        from royalty.attribution.training.device import use_device
+
+        use_device(device)  # the kernels `royalty train --device cuda` runs with
+        print(f"torch {torch.__version__}, {torch.cuda.get_device_name(device)}")
+    else:
+        if not args.no_allocator_tuning:
+            tune_cpu_allocator()
+        print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
     for res in args.res:
         shapes = conv_shapes(res)
         for batch in args.batch:
@@ -140,8 +152,8 @@ def main() -> None:
             print("|---" * (5 + len(METHODS)) + "|")
             totals = dict.fromkeys(METHODS, 0.0)
             for shape, calls in sorted(shapes.items()):
-                fns = kernels(batch, shape)
-                ms = {m: median_ms(fns[m], args.repeats) for m in METHODS}
+                fns = kernels(batch, shape, device)
+                ms = {m: median_ms(fns[m], args.repeats, device) for m in METHODS}
                 for m in METHODS:
                     totals[m] += calls * ms[m]
                 cells = " | ".join(f"{ms[m]:.2f} ({ms[m] / ms['summed']:.1f}×)" for m in METHODS)

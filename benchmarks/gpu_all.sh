@@ -24,4 +24,5 @@ part() {  # part NAME SECONDS COMMAND...
 [ -n "${SKIP_EXACT:-}" ] || part exact 130 env ROYALTY_TEST_DEVICE=cuda python3 -m pytest -q -x -n 8 -p no:cacheprovider tests/test_engine_exact.py tests/test_train_pass.py
 part engine 90 python3 benchmarks/engine.py --device cuda --repeats 8
 part engine_t2i 180 python3 benchmarks/engine_t2i.py --size sd15 --device cuda --batch 8 --targets 4 --rank 16 --repeats 5 --methods "plain,two passes,first,second,applied first,applied second (secant),torch.func"
+part conv_kernels 60 python3 benchmarks/conv_kernels.py --device cuda --repeats 10
 part gpu_check 240 python3 benchmarks/gpu_check.py --out /tmp/gpu-check
