@@ -15,6 +15,8 @@ from typing import Any
 from royalty.errors import DataError, UsageError
 
 ESTIMATORS = ("exact", "fresh", "subset", "rotation")
+# the estimators that evaluate a share of `--target-subset` targets per step
+SHARE_ESTIMATORS = ("subset", "rotation")
 MIXED_PRECISION = ("no", "bf16")
 # accelerate's --mixed_precision reaches the processes as this variable
 ACCELERATE_MIXED_PRECISION = "ACCELERATE_MIXED_PRECISION"
@@ -191,7 +193,7 @@ class TrainConfig:
             raise UsageError(f"--train-max-timestep must be in 1..1000, got {self.train_max_timestep}")
         if self.estimator not in ESTIMATORS:
             raise UsageError(f"--estimator must be one of {', '.join(ESTIMATORS)}, got {self.estimator!r}")
-        if self.estimator in ("subset", "rotation") and self.target_subset < 1:
+        if self.estimator in SHARE_ESTIMATORS and self.target_subset < 1:
             raise UsageError(f"--estimator {self.estimator} needs --target-subset N (targets per step)")
         if self.warmup_lr is not None and not self.warmup_lr > 0:
             raise UsageError(f"--warmup-lr must be positive, got {self.warmup_lr}")

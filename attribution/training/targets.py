@@ -2,7 +2,7 @@
 
 A *value target* is what a column of values is about: each target image, plus the
 reference set R when the run has one (one more target whose loss is the mean over its
-images, docs/design.md §1.7). Three estimators:
+images, docs/design.md §1.7). Four estimators:
 
 - exact: M fixed draws per image, chosen once from the seed and reused every step
   (common random numbers), so ℓ_T(w) is a deterministic function of w;
@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import torch
 
 from royalty.attribution.model.task import Inputs, Rows
+from royalty.attribution.training.config import SHARE_ESTIMATORS
 from royalty.attribution.training.draws import generator, noise_draws
 
 
@@ -72,7 +73,7 @@ class TargetPlan:
     @property
     def per_step(self) -> int:
         """Columns a step evaluates (at most: a rotation round's last share can be smaller)."""
-        if self.estimator in ("subset", "rotation") and self.subset < self.n_targets:
+        if self.estimator in SHARE_ESTIMATORS and self.subset < self.n_targets:
             return self.subset + self.n_columns - self.n_targets
         return self.n_columns
 

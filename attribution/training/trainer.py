@@ -29,6 +29,7 @@ from royalty.attribution.training.config import (
     DEFAULT_TEXT_TO_IMAGE_LORA_RANK,
     REFERENCE_NONE,
     REFERENCE_TARGETS_MEAN,
+    SHARE_ESTIMATORS,
     TrainConfig,
 )
 from royalty.attribution.data.folders import Duplicates, ImageTable, inputs_manifest, load_targets, load_training_data
@@ -77,7 +78,7 @@ def prepare(
     reference = None
     if config.reference not in (REFERENCE_TARGETS_MEAN, REFERENCE_NONE):
         reference = load_targets(Path(config.reference), config.resolution, what="reference")
-    if config.estimator in ("subset", "rotation") and config.target_subset > len(targets):
+    if config.estimator in SHARE_ESTIMATORS and config.target_subset > len(targets):
         raise UsageError(f"--target-subset {config.target_subset} exceeds the {len(targets)} targets")
     if config.values:
         plan_model(task.model)  # refuses a model with parameters no rule covers
