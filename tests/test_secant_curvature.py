@@ -117,10 +117,12 @@ def test_gradient_accumulation_values_the_union_of_micro_batches(folders, tmp_pa
         assert scale > 0 and float(np.abs(a[column] - b[column]).max()) <= 1e-3 * scale
 
 
-def test_estimators_that_change_targets_each_step_take_the_secant_on_the_steps_own(folders, tmp_path) -> None:
-    """`subset` (as `fresh`) evaluates other targets at every step: the pass after a step is
-    of that step's own, not reused by the next (and its values are reweighted K/S)."""
-    estimator = ("--estimator", "subset", "--target-subset", "2")
+@pytest.mark.parametrize("kind", ["subset", "rotation"])
+def test_estimators_that_change_targets_each_step_take_the_secant_on_the_steps_own(folders, tmp_path, kind) -> None:
+    """`subset` and `rotation` (as `fresh`) evaluate other targets at every step: the pass
+    after a step is of that step's own, not reused by the next (and its values are
+    reweighted K/S: one of the two targets a step, × 2)."""
+    estimator = ("--estimator", kind, "--target-subset", "1")
     data, targets = folders
     out = {}
     for name, order in (("first", ("--order", "1")), ("secant", SECANT)):
