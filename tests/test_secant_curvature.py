@@ -131,6 +131,9 @@ def test_estimators_that_change_targets_each_step_take_the_secant_on_the_steps_o
     first, secant = _steps(out["first"]), _steps(out["secant"])
     np.testing.assert_array_equal(secant["target_loss_after"], first["target_loss_after"])
     assert float(secant["residual"].abs().sum()) < 0.2 * float(first["residual"].abs().sum())
+    # a replay with the run's own targets takes the same share at every step
+    royalty("attribute", out["secant"], targets, "--name", "again", "--quiet", check=True)
+    np.testing.assert_array_equal(_values(out["secant"] / "attributions" / "again")["value"], _values(out["secant"])["value"])
 
 
 def test_plain_sgd_with_the_secant_is_credited_through_the_applied_update(folders, tmp_path) -> None:
