@@ -25,6 +25,7 @@ gradients alone keep a valued step above a plain one on this device.
 from __future__ import annotations
 
 import argparse
+import copy
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -34,7 +35,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from royalty.allocator import tune_cpu_allocator
-from royalty.attribution.engine.rules.conv2d import ConvFactored, conv_input
+from royalty.attribution.engine.rules.conv2d import conv2d
 
 METHODS = ("summed", "engine", "unfold", "loop", "torch.func")
 
@@ -67,27 +68,22 @@ def kernels(batch: int, shape: tuple, device: torch.device) -> dict[str, Callabl
         y = conv(x)
     gy = torch.randn(y.shape, generator=g)
     conv, x, gy = conv.to(device), x.to(device), gy.to(device)
-    x_in, pad = conv_input(conv, x)
-    rep = ConvFactored(x_in, gy, conv.kernel_size, conv.stride, conv.dilation, 1, conv.weight.shape, pad)
     weight = conv.weight.detach()
 
-    def summed() -> torch.Tensor:
-        return torch.ops.aten.convolution_backward(
-            gy, x, weight, None, conv.stride, conv.padding, conv.dilation, False, (0, 0), 1, (False, True, False)
-        )[1]
+    def rep(xs: torch.Tensor, gys: torch.Tensor):
+        """The engine's own Conv2d rule on these rows (its ConvFactored)."""
+        return conv2d(conv, xs, gys, ("weight",))["weight"]
+
+    batch_rep = rep(x, gy)
+    # the layer's weight-gradient convolution over the batch: what autograd runs
+    summed = batch_rep.summed
 
     def unfold() -> torch.Tensor:
         cols = F.unfold(x, conv.kernel_size, padding=conv.padding, stride=conv.stride)
         return torch.bmm(gy.reshape(batch, c_out, -1), cols.transpose(1, 2))
 
     def loop() -> torch.Tensor:
-        return torch.stack([
-            torch.ops.aten.convolution_backward(
-                gy[i : i + 1], x[i : i + 1], weight, None, conv.stride, conv.padding, conv.dilation, False, (0, 0), 1,
-                (False, True, False),
-            )[1]
-            for i in range(batch)
-        ])
+        return torch.stack([rep(x[i : i + 1], gy[i : i + 1]).summed() for i in range(batch)])
 
     def one(wt: torch.Tensor, xi: torch.Tensor, gi: torch.Tensor) -> torch.Tensor:
         return (F.conv2d(xi.unsqueeze(0), wt, stride=conv.stride, padding=conv.padding) * gi.unsqueeze(0)).sum()
@@ -99,16 +95,14 @@ def kernels(batch: int, shape: tuple, device: torch.device) -> dict[str, Callabl
 
     # every method's per-sample gradients must sum to the weight gradient (a wrong kernel
     # timed fast would be worse than none): float64's, within float32 rounding of its scale
-    want = torch.ops.aten.convolution_backward(
-        gy.double(), x.double(), weight.double(), None, conv.stride, conv.padding, conv.dilation, False, (0, 0), 1,
-        (False, True, False),
-    )[1]
+    want = conv2d(copy.deepcopy(conv).double(), x.double(), gy.double(), ("weight",))["weight"].summed().reshape(-1)
     scale = float(want.abs().max())
-    for name, fn in (("summed", summed), ("engine", rep.materialize), ("unfold", unfold), ("loop", loop), ("torch.func", func)):
-        got = fn().reshape(-1, *want.shape).sum(0).double()
+    fns = {"summed": summed, "engine": batch_rep.materialize, "unfold": unfold, "loop": loop, "torch.func": func}
+    for name, fn in fns.items():
+        got = fn().reshape(-1, want.numel()).sum(0).double()
         if float((got - want).abs().max()) > 1e-5 * scale:
             raise AssertionError(f"{name} does not sum to the weight gradient for {shape}")
-    return {"summed": summed, "engine": rep.materialize, "unfold": unfold, "loop": loop, "torch.func": func}
+    return fns
 
 
 def median_ms(fn: Callable[[], torch.Tensor], repeats: int, device: torch.device) -> float:
