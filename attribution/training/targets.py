@@ -71,34 +71,36 @@ class TargetPlan:
         return len(self.groups)
 
     @property
+    def shares(self) -> bool:
+        """Whether a step evaluates a share of the targets (S < K), not all of them."""
+        return self.estimator in SHARE_ESTIMATORS and self.subset < self.n_targets
+
+    @property
     def per_step(self) -> int:
         """Columns a step evaluates (at most: a rotation round's last share can be smaller)."""
-        if self.estimator in SHARE_ESTIMATORS and self.subset < self.n_targets:
-            return self.subset + self.n_columns - self.n_targets
-        return self.n_columns
+        return self.subset + self.n_columns - self.n_targets if self.shares else self.n_columns
 
     def rows(self, step: int) -> TargetRows:
         if self.estimator == "fresh":
             return self._rows(range(self.n_columns), draws=1, purpose="target-fresh", index=step, scale=1.0)
-        if self.estimator == "subset" and self.subset < self.n_targets:
-            pick = torch.randperm(self.n_targets, generator=generator(self.seed, "target-subset", step))[: self.subset]
-            return self._share(pick)
-        if self.estimator == "rotation" and self.subset < self.n_targets:
-            # round r (⌈K/S⌉ steps) walks one random order of the targets, S per step: a
-            # target's share is a uniformly random step of each round, never two or none
-            per_round = -(-self.n_targets // self.subset)
-            rnd, pos = divmod(step, per_round)
-            order = torch.randperm(self.n_targets, generator=generator(self.seed, "target-rotation", rnd))
-            return self._share(order[pos * self.subset : (pos + 1) * self.subset])
+        if self.shares:
+            # each target is picked with probability |pick|/K at this step (a rotation
+            # round's last share can be smaller than S): scaled K/|pick|, unbiased
+            pick = self._pick(step)
+            chosen = sorted(int(i) for i in pick) + list(range(self.n_targets, self.n_columns))
+            return self._rows(chosen, self.draws, "target-draws", 0, self.n_targets / len(pick))
         return self._rows(range(self.n_columns), self.draws, "target-draws", 0, 1.0)
 
-    def _share(self, pick: torch.Tensor) -> TargetRows:
-        """The exact draws of the picked targets (and the reference), values scaled K/|pick|.
-
-        Each target is picked with probability |pick|/K at this step (a round's last share
-        can be smaller than S), so the scaled values are unbiased for the exact ones."""
-        chosen = sorted(int(i) for i in pick) + list(range(self.n_targets, self.n_columns))
-        return self._rows(chosen, self.draws, "target-draws", 0, self.n_targets / len(pick))
+    def _pick(self, step: int) -> torch.Tensor:
+        """The targets of this step's share."""
+        if self.estimator == "subset":
+            return torch.randperm(self.n_targets, generator=generator(self.seed, "target-subset", step))[: self.subset]
+        # rotation: round r (⌈K/S⌉ steps) walks one random order of the targets, S per
+        # step: a target's share is a uniformly random step of each round, never two or none
+        per_round = -(-self.n_targets // self.subset)
+        rnd, pos = divmod(step, per_round)
+        order = torch.randperm(self.n_targets, generator=generator(self.seed, "target-rotation", rnd))
+        return order[pos * self.subset : (pos + 1) * self.subset]
 
     def _rows(self, columns, draws: int, purpose: str, index: int, scale: float) -> TargetRows:
         images, slots, ts, noises, cols, scales = [], [], [], [], [], []
